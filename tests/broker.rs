@@ -441,6 +441,35 @@ async fn persistent_session_gets_qos1_messages_published_while_offline() {
 }
 
 #[tokio::test]
+async fn a_ca_reloaded_from_disk_issues_bundles_the_broker_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(tmp.path().join("pki")).unwrap();
+    let broker = Broker::start(BrokerConfig::from_pki(&pki).unwrap().on_free_port())
+        .await
+        .unwrap();
+    let port = broker.tls_addr().unwrap().port();
+
+    // Another process (e.g. `iotjobs-local create-thing`) loads the same CA and writes files.
+    let reloaded = Pki::load_or_create(tmp.path().join("pki")).unwrap();
+    let bundle = reloaded
+        .write_device_bundle(tmp.path().join("t1"), "t1")
+        .unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let (ca, cert, key) = (
+        read(&bundle.root_ca_path),
+        read(&bundle.cert_path),
+        read(&bundle.key_path),
+    );
+    let tls = client_tls_config(&ca, Some((&cert, &key))).unwrap();
+    let mut device = connect(port, "t1", Some(tls), true);
+    device.connected().await;
+    assert_eq!(
+        device.subscribe("$aws/things/t1/jobs/notify-next").await,
+        SubscribeReasonCode::Success(QoS::AtLeastOnce)
+    );
+}
+
+#[tokio::test]
 async fn abrupt_disconnect_is_reported_as_not_clean() {
     let s = Setup::new().await;
     let mut events = s.broker.events();

@@ -423,3 +423,216 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
     }
     result.map_err(io_err(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    fn parse(pem: &str) -> (Vec<u8>, String, Vec<&'static str>) {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec();
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        let eku = cert.extended_key_usage().unwrap().map(|e| e.value.clone());
+        let mut ekus = vec![];
+        if let Some(e) = eku {
+            if e.server_auth {
+                ekus.push("serverAuth");
+            }
+            if e.client_auth {
+                ekus.push("clientAuth");
+            }
+        }
+        (der, cn, ekus)
+    }
+
+    /// What the broker's TLS listener does with a client certificate.
+    fn verify_client_cert(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        verifier
+            .verify_client_cert(&cert, &[], rustls_pki_types::UnixTime::now())
+            .map(|_| ())
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn thing_names() {
+        for ok in ["t1", "a:b_c-D", &"x".repeat(128)] {
+            assert!(is_valid_thing_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "t+",
+            "#",
+            "é",
+            SERVICE_IDENTITY,
+            &"x".repeat(129),
+        ] {
+            assert!(!is_valid_thing_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ca_is_created_once_with_a_private_key_and_reloaded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let first = Pki::load_or_create(&dir).unwrap();
+        assert_eq!(first.dir(), Some(dir.as_path()));
+        assert_eq!(mode(&dir.join(CA_KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        let again = Pki::load_or_create(&dir).unwrap();
+        assert_eq!(again.ca_cert_pem(), first.ca_cert_pem());
+        // Certificates issued after the reload chain to the same CA.
+        let cert = again.issue_device_cert("t1").unwrap();
+        verify_client_cert(first.ca_cert_pem(), &cert.certificate_pem).unwrap();
+        let stranger = Pki::ephemeral().unwrap();
+        assert!(verify_client_cert(stranger.ca_cert_pem(), &cert.certificate_pem).is_err());
+    }
+
+    #[test]
+    fn half_a_ca_is_an_error_not_a_new_ca() {
+        let tmp = tempfile::tempdir().unwrap();
+        Pki::load_or_create(tmp.path()).unwrap();
+        fs::remove_file(tmp.path().join(CA_KEY_FILE)).unwrap();
+        assert!(matches!(
+            Pki::load_or_create(tmp.path()),
+            Err(PkiError::BadCa { .. })
+        ));
+    }
+
+    #[test]
+    fn a_key_from_another_ca_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        Pki::load_or_create(tmp.path()).unwrap();
+        let other = Pki::ephemeral().unwrap();
+        fs::write(
+            tmp.path().join(CA_KEY_FILE),
+            other.issuer.key().serialize_pem(),
+        )
+        .unwrap();
+        let err = Pki::load_or_create(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+    }
+
+    #[test]
+    fn device_certificate_looks_like_create_keys_and_certificate() {
+        let pki = Pki::ephemeral().unwrap();
+        let cert = pki.issue_device_cert("thing-1").unwrap();
+        let (der, cn, ekus) = parse(&cert.certificate_pem);
+        assert_eq!(cn, "thing-1");
+        assert_eq!(ekus, ["clientAuth"]);
+        assert_eq!(cert.certificate_id, sha256_hex(&der));
+        assert_eq!(cert.certificate_id.len(), 64);
+        assert!(cert
+            .certificate_id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(
+            cert.certificate_arn,
+            format!(
+                "arn:aws:iot:local:000000000000:cert/{}",
+                cert.certificate_id
+            )
+        );
+        assert!(cert
+            .key_pair
+            .private_key
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(cert
+            .key_pair
+            .public_key
+            .starts_with("-----BEGIN PUBLIC KEY-----"));
+        let key = KeyPair::from_pem(&cert.key_pair.private_key).unwrap();
+        assert_eq!(key.algorithm(), &rcgen::PKCS_ECDSA_P256_SHA256);
+        // Two certificates for the same thing are distinct certificates.
+        assert_ne!(
+            pki.issue_device_cert("thing-1").unwrap().certificate_id,
+            cert.certificate_id
+        );
+        // The private key never shows up in debug output.
+        assert!(!format!("{cert:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn invalid_thing_names_get_no_certificate() {
+        let pki = Pki::ephemeral().unwrap();
+        for bad in ["", "a/b", SERVICE_IDENTITY] {
+            assert!(
+                matches!(
+                    pki.issue_device_cert(bad),
+                    Err(PkiError::InvalidThingName(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_and_service_certificates() {
+        let pki = Pki::ephemeral().unwrap();
+        let server = pki.issue_loopback_server_cert().unwrap();
+        let (der, _, ekus) = parse(&server.certificate_pem);
+        assert_eq!(ekus, ["serverAuth"]);
+        let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+        let sans = parsed
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .len();
+        assert_eq!(sans, 3);
+        let (_, cn, ekus) = parse(&pki.issue_service_cert().unwrap().certificate_pem);
+        assert_eq!(cn, SERVICE_IDENTITY);
+        assert_eq!(ekus, ["clientAuth"]);
+    }
+
+    #[test]
+    fn device_bundle_files() {
+        let pki = Pki::ephemeral().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("certs");
+        let bundle = pki.write_device_bundle(&out, "t1").unwrap();
+        assert_eq!(
+            fs::read_to_string(&bundle.cert_path).unwrap(),
+            bundle.issued.certificate_pem
+        );
+        assert_eq!(
+            fs::read_to_string(&bundle.key_path).unwrap(),
+            bundle.issued.key_pair.private_key
+        );
+        assert_eq!(
+            fs::read_to_string(&bundle.root_ca_path).unwrap(),
+            pki.ca_cert_pem()
+        );
+        assert_eq!(mode(&bundle.key_path), 0o600);
+        assert_eq!(bundle.cert_path, out.join("cert.pem"));
+        assert_eq!(bundle.key_path, out.join("key.pem"));
+        assert_eq!(bundle.root_ca_path, out.join("root-ca.pem"));
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 3);
+    }
+}

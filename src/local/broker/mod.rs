@@ -65,7 +65,8 @@ pub struct BrokerConfig {
     pub server_key_pem: String,
     /// CA(s) whose client certificates are accepted (PEM).
     pub client_ca_pem: String,
-    /// Persistent session lifetime after disconnect; also the lifetime of queued messages.
+    /// Persistent session lifetime after disconnect; messages queued for an offline session
+    /// are kept as long as the session.
     pub session_expiry: Duration,
     /// Messages queued per offline persistent session before the oldest are dropped.
     pub max_queued_messages: usize,
@@ -254,7 +255,10 @@ fn listener_builder(cfg: &BrokerConfig, addr: SocketAddr, name: &str) -> Builder
         .session_expiry_interval(cfg.session_expiry)
         .max_session_expiry_interval(cfg.session_expiry)
         // rmqtt's default (5 min) would silently drop messages queued for an offline device.
-        .message_expiry_interval(cfg.session_expiry)
+        // Zero means "no per-message expiry" (hook.rs, message_expiry_check): queued messages
+        // then live as long as the persistent session, as on AWS IoT Core. A publisher can
+        // still set an MQTT 5 message expiry of its own.
+        .message_expiry_interval(Duration::ZERO)
         .max_mqueue_len(cfg.max_queued_messages)
         .handshake_timeout(Duration::from_secs(10))
 }
