@@ -32,7 +32,16 @@ pub struct AwsImport {
 impl AwsImport {
     /// The TOML document, with a header naming the source file.
     pub fn to_toml(&self, source: &Path) -> Result<String, AwsImportError> {
-        let body = toml::to_string_pretty(&self.table)?;
+        // One section at a time: toml::Table sorts keys, and mqtt reads best first.
+        let mut sections = Vec::new();
+        for name in ["mqtt", "jobs", "log"] {
+            if let Some(section) = self.table.get(name) {
+                let mut single = toml::Table::new();
+                single.insert(name.to_string(), section.clone());
+                sections.push(toml::to_string_pretty(&single)?);
+            }
+        }
+        let body = sections.join("\n");
         Ok(format!(
             "# iotjobsd configuration imported from {} by `iotjobsd import-aws-config`.\n\
              # Keys not set here keep their defaults (every key is listed, commented out,\n\

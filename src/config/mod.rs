@@ -185,7 +185,7 @@ pub mod redact;
 mod validate;
 
 pub use layers::{ConfigError, Loaded, Loader, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR, ENV_PREFIX};
-pub use validate::{validate, Problem};
+pub use validate::{is_valid_thing_name, validate, Problem};
 
 /// Loads the layered configuration (defaults, main file, drop-ins, environment, flags)
 /// from the real process environment.

@@ -54,22 +54,44 @@ pub enum RedactError {
     Render(String),
 }
 
-/// The configuration as TOML, secrets redacted, unset optional keys listed as comments.
+/// Sections in the order the documentation presents them.
+const SECTION_ORDER: &[&str] = &["mqtt", "jobs", "log", "paths"];
+
+/// The configuration as TOML, secrets redacted, sections in documentation order and
+/// unset optional keys listed as comments in their section.
 pub fn to_redacted_toml(config: &Config) -> Result<String, RedactError> {
     let mut value =
         toml::Value::try_from(config).map_err(|e| RedactError::Render(e.to_string()))?;
     redact(&mut value);
-    let mut text =
-        toml::to_string_pretty(&value).map_err(|e| RedactError::Render(e.to_string()))?;
-    let unset: Vec<String> = OPTIONAL_KEYS
-        .iter()
-        .filter(|(section, key, _)| value.get(section).and_then(|s| s.get(key)).is_none())
-        .map(|(section, key, meaning)| format!("# {section}.{key} is unset ({meaning})"))
-        .collect();
-    if !unset.is_empty() {
-        text.push('\n');
-        text.push_str(&unset.join("\n"));
-        text.push('\n');
+    let toml::Value::Table(mut root) = value else {
+        return Err(RedactError::Render("not a table".to_string()));
+    };
+    let mut names: Vec<String> = SECTION_ORDER.iter().map(|s| s.to_string()).collect();
+    names.extend(
+        root.keys()
+            .filter(|k| !SECTION_ORDER.contains(&k.as_str()))
+            .cloned(),
+    );
+
+    let mut text = String::new();
+    for name in names {
+        let Some(section) = root.remove(&name) else {
+            continue;
+        };
+        let mut single = toml::Table::new();
+        let unset: Vec<String> = OPTIONAL_KEYS
+            .iter()
+            .filter(|(s, key, _)| *s == name && section.get(key).is_none())
+            .map(|(_, key, meaning)| format!("# {key} is unset ({meaning})\n"))
+            .collect();
+        single.insert(name, section);
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(
+            &toml::to_string_pretty(&single).map_err(|e| RedactError::Render(e.to_string()))?,
+        );
+        text.extend(unset);
     }
     Ok(text)
 }
