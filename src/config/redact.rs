@@ -142,8 +142,9 @@ mod tests {
     #[test]
     fn unset_optional_keys_are_listed() {
         let text = to_redacted_toml(&Config::default()).unwrap();
+        assert!(text.starts_with("[mqtt]\n"), "{text}");
         assert!(
-            text.contains("# mqtt.endpoint is unset (required)"),
+            text.contains("\n# endpoint is unset (required)\n"),
             "{text}"
         );
         assert!(text.contains("port = 8883"), "{text}");
