@@ -24,6 +24,7 @@ use tracing_subscriber::fmt::format::{Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, Rotation};
@@ -98,7 +99,9 @@ type BoxedLayer = Box<dyn Layer<Base> + Send + Sync>;
 pub fn init(config: &LogConfig, verbose: u8) -> Result<LoggingGuard, LoggingError> {
     let env = LoggingEnv::from_process();
     let (subscriber, guard) = build(config, verbose, &env, std::io::stdout)?;
-    tracing::subscriber::set_global_default(subscriber)
+    // try_init also routes the `log` crate's records (rumqttc, rustls) into tracing.
+    subscriber
+        .try_init()
         .map_err(|e| LoggingError::AlreadyInitialized(e.to_string()))?;
     Ok(guard)
 }

@@ -27,6 +27,12 @@ fn write_mode(path: &Path, contents: &str, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// A directory with mode 0755 whatever the umask (group-writable handler dirs are refused).
+fn make_dir(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 fn make_pki(dir: &Path) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
     let ca_key = KeyPair::generate().unwrap();
@@ -57,7 +63,7 @@ fn make_pki(dir: &Path) -> Pki {
 /// A complete, valid configuration file for `pki`, with a handler dir under `dir`.
 fn valid_toml(dir: &Path, pki: &Pki) -> String {
     let handlers = dir.join("handlers");
-    std::fs::create_dir_all(&handlers).unwrap();
+    make_dir(&handlers);
     format!(
         "[mqtt]\nendpoint = \"abc123-ats.iot.eu-west-1.amazonaws.com\"\nthing_name = \"gw-01\"\n\
          cert = \"{}\"\nkey = \"{}\"\nroot_ca = \"{}\"\n\n[jobs]\nhandler_dir = \"{}\"\n\n\
@@ -374,6 +380,47 @@ fn group_readable_key_is_reported_with_the_chmod_fix() {
 }
 
 #[test]
+fn a_handler_directory_others_can_write_to_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = valid_config(dir.path());
+    let handlers = &config.jobs.handler_dir;
+    std::fs::set_permissions(handlers, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let problems = config::validate(&config);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(
+        problems[0].fix,
+        format!("chmod go-w {}", handlers.display())
+    );
+}
+
+#[test]
+fn a_relative_config_flag_is_resolved_against_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etc/config.d")).unwrap();
+    std::fs::write(
+        dir.path().join("etc/main.toml"),
+        "[mqtt]\ncert = \"c.pem\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("etc/config.d/a.toml"),
+        "[mqtt]\nport = 443\n",
+    )
+    .unwrap();
+    let flags = GlobalArgs {
+        config: Some(PathBuf::from("etc/main.toml")),
+        ..GlobalArgs::default()
+    };
+    let c = Loader::new("/nonexistent", BTreeMap::new())
+        .with_cwd(dir.path())
+        .load(&flags)
+        .unwrap()
+        .config;
+    assert_eq!(c.mqtt.cert, Some(dir.path().join("etc/c.pem")));
+    assert_eq!(c.mqtt.port, 443);
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(&dir.path().join("certs"));
@@ -608,7 +655,7 @@ fn imported_aws_config_passes_check_config_and_unmapped_keys_warn() {
     let home = dir.path().join("home");
     let aws_dir = home.join(".aws-iot-device-client");
     let pki = make_pki(&aws_dir.join("certs"));
-    std::fs::create_dir_all(aws_dir.join("jobs")).unwrap();
+    make_dir(&aws_dir.join("jobs"));
     let json = dir.path().join("aws-iot-device-client.conf");
     std::fs::write(&json, AWS_CONFIG).unwrap();
 

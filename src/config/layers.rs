@@ -160,7 +160,13 @@ impl Loader {
         let mut errors = Vec::new();
         let mut layers = Vec::new();
 
-        let main = self.main_file(flags);
+        let cwd = match &self.cwd {
+            Some(cwd) => cwd.clone(),
+            None => std::env::current_dir().map_err(ConfigError::CurrentDir)?,
+        };
+        // Absolute, so the drop-in directory and relative paths inside the file resolve
+        // against the file's real location.
+        let main = cwd.join(self.main_file(flags));
         let main_exists = main.exists();
         if !main_exists && flags.config.is_some() {
             errors.push(ConfigError::MissingFile { path: main.clone() });
@@ -181,10 +187,6 @@ impl Loader {
             Err(e) => errors.push(e),
         }
 
-        let cwd = match &self.cwd {
-            Some(cwd) => cwd.clone(),
-            None => std::env::current_dir().map_err(ConfigError::CurrentDir)?,
-        };
         for (name, raw) in &self.env {
             if let Some(layer) = env_layer(name, raw, &cwd) {
                 push_checked(layer, &mut layers, &mut errors);

@@ -299,6 +299,10 @@ fn check_jobs(config: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    check_not_shared_writable("jobs.handler_dir", dir, out);
+    for (i, extra) in config.jobs.allowed_handler_dirs.iter().enumerate() {
+        check_not_shared_writable(&format!("jobs.allowed_handler_dirs[{i}]"), extra, out);
+    }
     for (i, extra) in config.jobs.allowed_handler_dirs.iter().enumerate() {
         if extra.is_relative() {
             out.push(problem(
@@ -317,8 +321,34 @@ fn check_jobs(config: &Config, out: &mut Vec<Problem>) {
     }
 }
 
+/// The sandbox refuses handlers in a directory others can write to (anyone could plant
+/// a handler that then runs as root), so catch it before the first job fails.
+fn check_not_shared_writable(key: &str, dir: &Path, out: &mut Vec<Problem>) {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_dir() && mode & 0o022 != 0 {
+        out.push(problem(
+            key,
+            format!(
+                "the handler directory {} is writable by group or others (mode {mode:04o}); its handlers would be refused",
+                dir.display()
+            ),
+            format!("chmod go-w {}", dir.display()),
+        ));
+    }
+}
+
 fn check_log(config: &Config, out: &mut Vec<Problem>) {
     let log = &config.log;
+    if log.file.is_none() && !log.stdout {
+        out.push(problem(
+            "log.file",
+            "no log output: log.file is empty and log.stdout is false",
+            "set log.stdout = true (under systemd the journal gets the lines) or set log.file",
+        ));
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
         out.push(problem(
             "log.level",
@@ -380,6 +410,15 @@ mod tests {
             endpoint.fix
         );
         assert!(endpoint.fix.contains("--endpoint"), "{}", endpoint.fix);
+    }
+
+    #[test]
+    fn no_log_output_at_all_is_a_problem() {
+        let mut config = Config::default();
+        config.log.file = None;
+        assert!(validate(&config).iter().any(|p| p.key == "log.file"));
+        config.log.stdout = true;
+        assert!(!validate(&config).iter().any(|p| p.key == "log.file"));
     }
 
     #[test]
