@@ -903,3 +903,41 @@ fn packaged_config_lists_every_key_with_its_default() {
         );
     }
 }
+
+#[test]
+fn init_installs_the_global_logger_once() {
+    // The only test that touches the global subscriber; the others use `with_default`,
+    // which takes precedence on their own threads.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("var/log/iotjobsd.log");
+    let config = LogConfig {
+        file: Some(file.clone()),
+        rotation: Rotation::Never,
+        level: "warn".into(),
+        ..LogConfig::default()
+    };
+    let guard = logging::init(&config, 0).unwrap();
+    std::thread::spawn(|| {
+        tracing::warn!(thing = "gw-01", "from another thread");
+        tracing::info!("below the configured level");
+    })
+    .join()
+    .unwrap();
+    let again = logging::init(&config, 0);
+    assert!(matches!(
+        again,
+        Err(logging::LoggingError::AlreadyInitialized(_))
+    ));
+    drop(guard);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("WARN")
+            && text.contains("from another thread")
+            && text.contains("thing=\"gw-01\""),
+        "{text}"
+    );
+    // RUST_LOG in the test's environment would rightly override the configured level.
+    if std::env::var_os("RUST_LOG").is_none() {
+        assert!(!text.contains("below the configured level"), "{text}");
+    }
+}

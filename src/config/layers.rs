@@ -167,12 +167,18 @@ impl Loader {
         // Absolute, so the drop-in directory and relative paths inside the file resolve
         // against the file's real location.
         let main = cwd.join(self.main_file(flags));
-        let main_exists = main.exists();
-        if !main_exists && flags.config.is_some() {
-            errors.push(ConfigError::MissingFile { path: main.clone() });
-        }
-        if main_exists {
-            push_checked(file_layer(&main), &mut layers, &mut errors);
+        match std::fs::metadata(&main) {
+            Ok(_) => push_checked(file_layer(&main), &mut layers, &mut errors),
+            // Only an explicit --config must exist; the default file is optional.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if flags.config.is_some() {
+                    errors.push(ConfigError::MissingFile { path: main.clone() });
+                }
+            }
+            Err(source) => errors.push(ConfigError::Read {
+                path: main.clone(),
+                source,
+            }),
         }
         let dropin_dir = main
             .parent()
@@ -559,6 +565,30 @@ mod tests {
             cfg.jobs.allowed_handler_dirs,
             vec![PathBuf::from("/base/a"), PathBuf::from("/b")]
         );
+    }
+
+    #[test]
+    fn env_strings_that_look_structured_stay_strings() {
+        for (var, raw) in [
+            ("IOTJOBSD_LOG__LEVEL", "info,iotjobs::mqtt=debug"),
+            (
+                "IOTJOBSD_MQTT__ENDPOINT",
+                "abc-ats.iot.eu-west-1.amazonaws.com",
+            ),
+            ("IOTJOBSD_MQTT__THING_NAME", "1.5"),
+            ("IOTJOBSD_MQTT__CERT", "/path/with spaces/c.pem"),
+        ] {
+            let layer = env_layer(var, raw, Path::new("/")).unwrap().unwrap();
+            assert!(check_layer(&layer).is_empty(), "{var}={raw}");
+            let cfg: Config = Figment::from(layer).extract().unwrap();
+            let got = match var {
+                "IOTJOBSD_LOG__LEVEL" => cfg.log.level,
+                "IOTJOBSD_MQTT__ENDPOINT" => cfg.mqtt.endpoint.unwrap(),
+                "IOTJOBSD_MQTT__THING_NAME" => cfg.mqtt.thing_name.unwrap(),
+                _ => cfg.mqtt.cert.unwrap().display().to_string(),
+            };
+            assert_eq!(got, raw);
+        }
     }
 
     #[test]
