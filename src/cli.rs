@@ -52,7 +52,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Log file; an empty value disables the file (`log.file`).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", value_parser = path_or_empty())]
     pub log_file: Option<PathBuf>,
     /// Log level or RUST_LOG-style filter (`log.level`).
     #[arg(long, global = true, value_name = "LEVEL")]
@@ -60,6 +60,12 @@ pub struct GlobalArgs {
     /// Also log to stdout (`log.stdout = true`).
     #[arg(long, global = true)]
     pub log_stdout: bool,
+}
+
+/// clap refuses empty paths by default; an empty `--log-file` means "no file".
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 #[derive(Debug, Subcommand)]

@@ -941,3 +941,25 @@ fn init_installs_the_global_logger_once() {
         assert!(!text.contains("below the configured level"), "{text}");
     }
 }
+
+#[test]
+fn empty_values_unset_optional_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[mqtt]\nroot_ca = \"/ca.pem\"\n[log]\nfile = \"/x.log\"\n",
+    )
+    .unwrap();
+    let flags = GlobalArgs {
+        log_file: Some(PathBuf::new()),
+        log_stdout: true,
+        ..GlobalArgs::default()
+    };
+    let c = Loader::new(dir.path(), env(&[("IOTJOBSD_MQTT__ROOT_CA", "")]))
+        .load(&flags)
+        .unwrap()
+        .config;
+    assert_eq!(c.log.file, None);
+    assert!(c.log.stdout);
+    assert_eq!(c.mqtt.root_ca, None);
+}
