@@ -160,7 +160,7 @@ impl Loader {
 
         for (name, raw) in &self.env {
             if let Some(layer) = env_layer(name, raw, &cwd) {
-                push_checked(layer, &mut layers, &mut errors);
+                push_checked(Ok(layer), &mut layers, &mut errors);
             }
         }
         for layer in flag_layers(flags, &cwd) {

@@ -97,7 +97,7 @@ pub(super) fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
 /// `IOTJOBSD_MQTT__THING_NAME=x` → `mqtt.thing_name = "x"`. Values parse as TOML-like
 /// scalars or arrays (`8883`, `true`, `[a, b]`); when the typed reading does not fit the
 /// key, the raw string is tried, so a thing named `123` still works.
-pub(super) fn env_layer(name: &str, raw: &str, cwd: &Path) -> Option<Result<Layer, ConfigError>> {
+pub(super) fn env_layer(name: &str, raw: &str, cwd: &Path) -> Option<Layer> {
     let rest = name.strip_prefix(ENV_PREFIX)?;
     if name == CONFIG_DIR_ENV {
         return None;
@@ -123,13 +123,13 @@ pub(super) fn env_layer(name: &str, raw: &str, cwd: &Path) -> Option<Result<Laye
     let is_string = matches!(typed, Value::String(..));
     let layer = build(typed);
     if is_string || check_layer(&layer).is_empty() {
-        return Some(Ok(layer));
+        return Some(layer);
     }
     let as_string = build(Value::from(raw.to_string()));
     if check_layer(&as_string).is_empty() {
-        Some(Ok(as_string))
+        Some(as_string)
     } else {
-        Some(Ok(layer))
+        Some(layer)
     }
 }
 
@@ -324,9 +324,7 @@ mod tests {
 
     #[test]
     fn env_value_falls_back_to_string() {
-        let layer = env_layer("IOTJOBSD_MQTT__THING_NAME", "123", Path::new("/"))
-            .unwrap()
-            .unwrap();
+        let layer = env_layer("IOTJOBSD_MQTT__THING_NAME", "123", Path::new("/")).unwrap();
         assert!(check_layer(&layer).is_empty());
         let cfg: Config = Figment::from(layer).extract().unwrap();
         assert_eq!(cfg.mqtt.thing_name.as_deref(), Some("123"));
@@ -339,7 +337,6 @@ mod tests {
             "[a, /b]",
             Path::new("/base"),
         )
-        .unwrap()
         .unwrap();
         let cfg: Config = Figment::from(layer).extract().unwrap();
         assert_eq!(
@@ -359,7 +356,7 @@ mod tests {
             ("IOTJOBSD_MQTT__THING_NAME", "1.5"),
             ("IOTJOBSD_MQTT__CERT", "/path/with spaces/c.pem"),
         ] {
-            let layer = env_layer(var, raw, Path::new("/")).unwrap().unwrap();
+            let layer = env_layer(var, raw, Path::new("/")).unwrap();
             assert!(check_layer(&layer).is_empty(), "{var}={raw}");
             let cfg: Config = Figment::from(layer).extract().unwrap();
             let got = match var {
