@@ -17,6 +17,8 @@ mod packages;
 mod power;
 #[path = "handlers/services.rs"]
 mod services;
+#[path = "handlers/templates.rs"]
+mod templates;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -316,3 +316,59 @@ fn http_without_curl_or_wget_is_exit_3() {
         r.stderr
     );
 }
+
+#[test]
+fn a_server_without_range_support_makes_the_download_start_over() {
+    for (tool, mut sb) in downloaders() {
+        sb.env("IOTJOBS_DOWNLOAD_ATTEMPTS", "1");
+        let server = Server::start();
+        server.route(
+            "/fw.bin",
+            Route {
+                body: payload(),
+                cut_gets: 1,
+                cut_at: 40_000,
+                no_range: true,
+                ..Route::default()
+            },
+        );
+        let dest = sb.path("fw.bin");
+        let args = ["", &server.url("/fw.bin"), dest.to_str().unwrap()];
+        sb.run("download-file.sh", &args).expect(15);
+        let r = sb.run("download-file.sh", &args);
+        r.expect(0);
+        assert_eq!(fs::read(&dest).unwrap(), payload(), "{tool}: {}", r.stdout);
+        assert!(!sb.path("fw.bin.part").exists(), "{tool}");
+    }
+}
+
+#[test]
+fn a_complete_partial_file_is_not_downloaded_again_and_a_bigger_one_is_discarded() {
+    let sb = Sandbox::with_tools(&["curl"]);
+    let server = Server::start();
+    server.route(
+        "/fw.bin",
+        Route {
+            body: payload(),
+            ..Route::default()
+        },
+    );
+    let dest = sb.path("fw.bin");
+    let args = ["", &server.url("/fw.bin"), dest.to_str().unwrap()];
+
+    fs::write(sb.path("fw.bin.part"), payload()).unwrap();
+    let r = sb.run("download-file.sh", &args);
+    r.expect(0);
+    assert!(r.stdout.contains("already complete"), "{}", r.stdout);
+    assert!(gets(&server, "/fw.bin").is_empty());
+    assert_eq!(fs::read(&dest).unwrap(), payload());
+
+    let mut bigger = payload();
+    bigger.extend_from_slice(b"stale tail");
+    fs::write(sb.path("fw.bin.part"), bigger).unwrap();
+    let r = sb.run("download-file.sh", &args);
+    r.expect(0);
+    assert!(r.stdout.contains("discarding"), "{}", r.stdout);
+    assert_eq!(gets(&server, "/fw.bin")[0].range, None);
+    assert_eq!(fs::read(&dest).unwrap(), payload());
+}

@@ -1,5 +1,5 @@
 //! A tiny HTTP/1.1 file server for the download-file.sh tests: GET and HEAD, `Range: bytes=N-`
-//! (206/416), 404 for unknown paths, routes that cut the first GETs short (to make a client
+//! (206/416, or ignored per route), 404 for unknown paths, routes that cut the first GETs short (to make a client
 //! resume) or that announce a huge size in HEAD (disk-space check). Every request is recorded.
 //! One request per connection (`Connection: close`), one thread per connection.
 
@@ -25,6 +25,8 @@ pub struct Route {
     pub cut_at: usize,
     /// Content-Length announced by HEAD instead of the body's length.
     pub head_length: Option<u64>,
+    /// Ignore `Range` and always answer 200 with the whole body (servers without resume).
+    pub no_range: bool,
 }
 
 #[derive(Default)]
@@ -128,6 +130,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     let len = route.body.len();
     let start = range
         .as_deref()
+        .filter(|_| !route.no_range)
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|n| n.parse::<usize>().ok());
