@@ -1,8 +1,10 @@
 //! The AWS IoT Jobs protocol shared by the daemon and the local service (topics, wire
-//! types, execution state machine) and the job document model. Pure: no I/O here.
+//! types, execution state machine), the job document model and the AWS managed
+//! templates. Pure: no I/O here except in `commands` (the binary's edge).
 pub mod commands;
 pub mod document;
 pub mod execution;
 pub mod status_details;
+pub mod templates;
 pub mod topics;
 pub mod wire;
