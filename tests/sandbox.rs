@@ -383,6 +383,57 @@ async fn cancellation_stops_the_whole_process_group() {
 }
 
 #[tokio::test]
+async fn a_stopped_handler_gets_sigterm_first_and_can_clean_up() {
+    let fx = Fixture::new();
+    fx.handler(
+        "graceful.sh",
+        "#!/bin/sh\ntrap 'echo got-term > \"$2\"; exit 0' TERM\nsleep 1000 &\necho started\nwait\n",
+    );
+    let marker = fx.root.join("marker");
+    let mut req = request(handler("graceful.sh"));
+    req.args = vec![marker.to_string_lossy().into_owned()];
+    req.timeout = Duration::from_secs(1);
+    let out = run(&fx.sandbox(), &req).await;
+    assert_eq!(
+        out.termination,
+        Termination::TimedOut(Duration::from_secs(1))
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "got-term\n");
+    assert_eq!(running_in_group(out.pgid.unwrap()), Vec::<i32>::new());
+}
+
+#[tokio::test]
+async fn abandoning_a_running_step_kills_its_group() {
+    let fx = Fixture::new();
+    fx.handler("sleeper.sh", SLEEPER);
+    let pidfile = fx.root.join("pids");
+    let mut req = request(handler("sleeper.sh"));
+    req.args = vec![pidfile.to_string_lossy().into_owned()];
+    let sandbox = fx.sandbox();
+    let (sink, mut rx) = channel_sink();
+    let cancel = CancellationToken::new();
+    tokio::select! {
+        _ = sandbox.run_step(&req, Some(sink), &cancel) => panic!("the step cannot end by itself"),
+        _ = wait_for_line(&mut rx, "started") => {}
+    }
+    // The run_step future is dropped here; its guard sends SIGKILL to the group.
+    let pids = pids_in(&pidfile);
+    let pgid = pids[0];
+    let gone = tokio::time::timeout(STEP_DEADLINE, async {
+        while !running_in_group(pgid).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "processes {:?} survived",
+        running_in_group(pgid)
+    );
+    assert!(!running(pids[1]));
+}
+
+#[tokio::test]
 async fn background_processes_left_by_a_finished_step_are_stopped() {
     let fx = Fixture::new();
     fx.handler(
