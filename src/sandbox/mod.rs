@@ -158,7 +158,8 @@ impl Sandbox {
                 return StepOutcome::not_started(err);
             }
         };
-        // The id is only None after the child was reaped, which cannot have happened yet.
+        // The id is only None once the child has been reaped, which cannot have happened
+        // yet; 0 then disables every group signal (see kill.rs).
         let pgid = child.id().map(|id| id as i32).unwrap_or_default();
         tracing::info!(pgid, program = %program.display(), user = %user, timeout_s = req.timeout.as_secs_f64(), "step started");
 
@@ -205,7 +206,7 @@ impl Sandbox {
             stderr_tail: stderr.tail,
             stderr_seen: stderr.bytes > 0,
             stderr_lines: stderr.lines,
-            pgid: Some(pgid),
+            pgid: (pgid > 0).then_some(pgid),
         }
     }
 
