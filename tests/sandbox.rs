@@ -326,17 +326,36 @@ async fn timeout_stops_the_whole_process_group() {
     let pidfile = fx.root.join("pids");
     let mut req = request(handler("sleeper.sh"));
     req.args = vec![pidfile.to_string_lossy().into_owned()];
-    req.timeout = Duration::from_secs(1);
+    req.timeout = Duration::from_secs(2);
 
     let out = run(&fx.sandbox(), &req).await;
     assert_eq!(
         out.termination,
-        Termination::TimedOut(Duration::from_secs(1))
+        Termination::TimedOut(Duration::from_secs(2))
     );
-    assert_eq!(out.reason("Install"), "step 'Install' timed out after 1 s");
-    assert_eq!(out.stdout_tail, "started\n");
+    assert_eq!(out.reason("Install"), "step 'Install' timed out after 2 s");
+    let pgid = out.pgid.unwrap();
+    // On a badly overloaded machine the shell may not even have reached its first line
+    // within 2 s; then there is no child to check, only the (empty) group.
+    if out.stdout_tail == "started\n" {
+        assert_sleeper_gone(&pidfile, pgid);
+    } else {
+        eprintln!("note: the handler was stopped before it started its child");
+        assert_eq!(running_in_group(pgid), Vec::<i32>::new());
+    }
+}
 
-    assert_sleeper_gone(&pidfile, out.pgid.unwrap());
+/// Runs `req` and cancels it once the handler printed "started".
+async fn cancel_when_started(sandbox: &Sandbox, req: &StepRequest) -> StepOutcome {
+    let cancel = CancellationToken::new();
+    let (sink, mut rx) = channel_sink();
+    let step = run_with(sandbox, req, Some(sink), &cancel);
+    let canceller = async {
+        wait_for_line(&mut rx, "started").await;
+        cancel.cancel();
+    };
+    let (out, ()) = tokio::join!(step, canceller);
+    out
 }
 
 #[tokio::test]
@@ -349,13 +368,9 @@ async fn processes_ignoring_sigterm_are_killed_after_the_grace_period() {
     let pidfile = fx.root.join("pids");
     let mut req = request(handler("stubborn.sh"));
     req.args = vec![pidfile.to_string_lossy().into_owned()];
-    req.timeout = Duration::from_secs(1);
 
-    let out = run(&fx.sandbox(), &req).await;
-    assert_eq!(
-        out.termination,
-        Termination::TimedOut(Duration::from_secs(1))
-    );
+    let out = cancel_when_started(&fx.sandbox(), &req).await;
+    assert_eq!(out.termination, Termination::Cancelled);
     assert_sleeper_gone(&pidfile, out.pgid.unwrap());
 }
 
@@ -367,16 +382,7 @@ async fn cancellation_stops_the_whole_process_group() {
     let mut req = request(handler("sleeper.sh"));
     req.args = vec![pidfile.to_string_lossy().into_owned()];
 
-    let sandbox = fx.sandbox();
-    let cancel = CancellationToken::new();
-    let (sink, mut rx) = channel_sink();
-    let step = run_with(&sandbox, &req, Some(sink), &cancel);
-    let canceller = async {
-        wait_for_line(&mut rx, "started").await;
-        cancel.cancel();
-    };
-    let (out, ()) = tokio::join!(step, canceller);
-
+    let out = cancel_when_started(&fx.sandbox(), &req).await;
     assert_eq!(out.termination, Termination::Cancelled);
     assert_eq!(out.reason("Install"), "step 'Install' was cancelled");
     assert_sleeper_gone(&pidfile, out.pgid.unwrap());
@@ -392,12 +398,8 @@ async fn a_stopped_handler_gets_sigterm_first_and_can_clean_up() {
     let marker = fx.root.join("marker");
     let mut req = request(handler("graceful.sh"));
     req.args = vec![marker.to_string_lossy().into_owned()];
-    req.timeout = Duration::from_secs(1);
-    let out = run(&fx.sandbox(), &req).await;
-    assert_eq!(
-        out.termination,
-        Termination::TimedOut(Duration::from_secs(1))
-    );
+    let out = cancel_when_started(&fx.sandbox(), &req).await;
+    assert_eq!(out.termination, Termination::Cancelled);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "got-term\n");
     assert_eq!(running_in_group(out.pgid.unwrap()), Vec::<i32>::new());
 }
