@@ -668,7 +668,7 @@ async fn users_not_allowed_are_refused() {
     let fx = Fixture::new();
     fx.handler("ok.sh", "#!/bin/sh\necho ok\n");
     let mut req = request(handler("ok.sh"));
-    req.run_as_user = Some("nobody".into());
+    req.run_as_user = Some("not-an-allowed-user".into());
     let out = run(&fx.sandbox(), &req).await;
     let err = refusal(&out);
     assert!(
@@ -677,7 +677,7 @@ async fn users_not_allowed_are_refused() {
     );
     assert!(err
         .to_string()
-        .starts_with("runAsUser 'nobody' is not allowed (allowed users: root"));
+        .starts_with("runAsUser 'not-an-allowed-user' is not allowed (allowed users: root"));
     assert_eq!(out.pgid, None);
 }
 
