@@ -1003,3 +1003,60 @@ async fn run_as_user_switches_natively_to_an_unprivileged_user() {
         )
     );
 }
+
+// ---------------------------------------------------------------- logging
+
+/// A tracing writer that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn each_output_line_is_logged_with_job_and_step() {
+    let fx = Fixture::new();
+    fx.handler(
+        "talk.sh",
+        "#!/bin/sh\necho 'hello out'\nprintf 'bad\\033[31m\\r\\n' >&2\n",
+    );
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    // The test runtime is single-threaded, so the reader tasks log on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let out = run(&fx.sandbox(), &request(handler("talk.sh"))).await;
+    assert!(out.succeeded());
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line_of = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not logged in:\n{text}"))
+            .to_string()
+    };
+    let out_line = line_of("hello out");
+    for field in ["job_id=job-1", "step=Install", "stream=\"stdout\""] {
+        assert!(out_line.contains(field), "{field} missing: {out_line}");
+    }
+    // Control characters cannot garble the log.
+    let err_line = line_of("bad");
+    assert!(err_line.contains("bad\\u{1b}[31m\\r"), "{err_line}");
+    assert!(err_line.contains("stream=\"stderr\""), "{err_line}");
+    assert!(text.contains("step finished"));
+}
