@@ -578,6 +578,32 @@ async fn writable_handlers_and_directories_are_refused() {
 }
 
 #[tokio::test]
+async fn a_writable_parent_of_the_handler_directory_is_refused() {
+    let fx = Fixture::new();
+    let outer = fx.dir("outer");
+    let inner = outer.join("handlers");
+    std::fs::create_dir(&inner).unwrap();
+    chmod(&inner, 0o755);
+    write_file(&inner.join("h.sh"), "#!/bin/sh\necho inner\n", 0o755);
+    chmod(&outer, 0o777);
+    let mut cfg = fx.config();
+    cfg.handler_dir = inner.clone();
+    let sandbox = Sandbox::new(cfg);
+    let out = run(&sandbox, &request(handler("h.sh"))).await;
+    assert_eq!(
+        refusal(&out).to_string(),
+        format!(
+            "parent directory of the handler directory '{}' is world-writable (mode 777); remove the write permission (chmod go-w)",
+            outer.canonicalize().unwrap().display()
+        )
+    );
+    // The fixture itself lives in /tmp: a sticky root-owned directory is accepted.
+    chmod(&outer, 0o755);
+    let out = run(&sandbox, &request(handler("h.sh"))).await;
+    assert_eq!(out.stdout_tail, "inner\n");
+}
+
+#[tokio::test]
 async fn directories_not_listed_are_refused_and_the_sandbox_carries_on() {
     let fx = Fixture::new();
     let other = fx.dir("other");
