@@ -3,8 +3,9 @@
 //!
 //! A handler is trusted only if nobody but root or the daemon's user could have put it
 //! there: its directory must be allowed by configuration, the file must stay inside that
-//! directory after following symlinks, and neither the file nor any directory between it
-//! and the handler directory may be group- or world-writable or owned by someone else.
+//! directory after following symlinks, and neither the file, nor any directory between it
+//! and the handler directory, nor the handler directory or its ancestors may be group- or
+//! world-writable or owned by someone else (root-owned sticky directories excepted).
 
 use std::fs::Metadata;
 use std::io;
