@@ -176,14 +176,70 @@ impl Default for PathsConfig {
 }
 pub mod commands;
 
+// TEMPORARY (mqtt branch): the smallest `load`/`validate` that lets the daemon tests
+// run before the config branch lands; the config branch replaces all of this.
+
 /// Errors from loading configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration loading is not built yet")]
-    NotBuilt,
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
 }
 
 /// Loads the layered configuration (defaults, main file, drop-ins, environment, flags).
-pub fn load(_global: &crate::cli::GlobalArgs) -> Result<Config, ConfigError> {
-    Err(ConfigError::NotBuilt)
+/// TEMPORARY: only the main file (`--config` or /etc/iotjobsd/config.toml).
+pub fn load(global: &crate::cli::GlobalArgs) -> Result<Config, ConfigError> {
+    let path = global
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/iotjobsd/config.toml"));
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })
+}
+
+/// One thing wrong with the configuration and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}\n    fix: {}", self.key, self.message, self.fix)
+    }
+}
+
+/// TEMPORARY: only the required `[mqtt]` keys are checked.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let m = &config.mqtt;
+    let missing = [
+        ("mqtt.endpoint", m.endpoint.is_none()),
+        ("mqtt.thing_name", m.thing_name.is_none()),
+        ("mqtt.cert", m.cert.is_none()),
+        ("mqtt.key", m.key.is_none()),
+    ];
+    missing
+        .into_iter()
+        .filter(|(_, is_missing)| *is_missing)
+        .map(|(key, _)| Problem {
+            key: key.to_string(),
+            message: "is not set".to_string(),
+            fix: format!("set {key} in the configuration file"),
+        })
+        .collect()
 }
