@@ -236,16 +236,14 @@ impl Connection {
         }
     }
 
+    /// Commands while a connection attempt or a connection is under way.
     fn on_control(&mut self, command: Option<Control>, client: &AsyncClient) -> Flow {
-        if !self.is_connected() {
-            return self.on_control_offline(command);
-        }
         match command {
             Some(Control::Subscribe {
                 filters,
                 sink,
                 done,
-            }) => {
+            }) if self.is_connected() => {
                 self.register(filters.clone(), sink, Some(client));
                 let group = self.new_group(GroupKind::Caller(done));
                 if let Err(err) = self.send_subscribes(group, &filters, client) {
@@ -257,31 +255,43 @@ impl Connection {
                         let _ = done.send(Err(err));
                     }
                 }
-                Flow::Continue
             }
-            Some(Control::Disconnect { done }) => {
-                self.begin_disconnect(done, client);
-                Flow::Continue
+            Some(Control::Subscribe {
+                filters,
+                sink,
+                done,
+            }) => {
+                self.register(filters, sink, Some(client));
+                let _ = done.send(Ok(()));
             }
+            Some(Control::Disconnect { done }) => self.begin_disconnect(done, client),
             None => {
                 let (done, _) = oneshot::channel();
                 self.begin_disconnect(done, client);
-                Flow::Continue
             }
         }
+        Flow::Continue
     }
 
+    /// Starts a clean stop. During a connection attempt we let it finish (bounded by
+    /// the deadline) so that a broker which already accepted us gets a DISCONNECT
+    /// instead of a dropped socket.
     fn begin_disconnect(&mut self, done: oneshot::Sender<()>, client: &AsyncClient) {
         if self.stopping.is_empty() {
-            info!("disconnecting from MQTT broker");
-            if client.try_disconnect().is_err() {
-                // Cannot queue DISCONNECT: close at once instead of waiting.
-                self.stop_deadline = Some(Instant::now());
-            } else {
-                self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
+            info!("disconnecting from the MQTT broker");
+            self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
+            if self.is_connected() {
+                self.send_disconnect(client);
             }
         }
         self.stopping.push(done);
+    }
+
+    fn send_disconnect(&mut self, client: &AsyncClient) {
+        if client.try_disconnect().is_err() {
+            // Cannot queue DISCONNECT: close at once instead of waiting.
+            self.stop_deadline = Some(Instant::now());
+        }
     }
 
     fn register(
@@ -395,6 +405,14 @@ impl Connection {
             s.host, s.port, s.client_id
         );
         self.attempt = 1;
+        if !self.stopping.is_empty() {
+            // Asked to stop while connecting: leave cleanly, skip the set-up.
+            self.link = Link::Online {
+                since: Instant::now(),
+            };
+            self.send_disconnect(client);
+            return;
+        }
         if !session_present {
             // rumqttc dropped what the broker had not acked: hand it over again.
             for publish in self.publishes.session_lost() {
