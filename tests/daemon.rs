@@ -25,6 +25,17 @@ struct Device {
 
 impl Device {
     fn new(ca: &TestCa, dir: tempfile::TempDir, thing: &str, port: u16) -> Device {
+        Self::with_root_ca(ca, dir, thing, port, true)
+    }
+
+    /// `root_ca = false` leaves mqtt.root_ca unset: the system trust store is used.
+    fn with_root_ca(
+        ca: &TestCa,
+        dir: tempfile::TempDir,
+        thing: &str,
+        port: u16,
+        root_ca: bool,
+    ) -> Device {
         let root = dir.path();
         let ca_path = ca.write_ca(root, "ca");
         let (cert, key) = ca.write_device(root, thing);
@@ -39,7 +50,7 @@ port = {port}
 thing_name = "{thing}"
 cert = "{cert}"
 key = "{key}"
-root_ca = "{ca}"
+{root_ca_line}
 reconnect_min_secs = 1
 reconnect_max_secs = 2
 
@@ -56,7 +67,11 @@ runtime_dir = "{root}/run"
 "#,
             cert = cert.display(),
             key = key.display(),
-            ca = ca_path.display(),
+            root_ca_line = if root_ca {
+                format!("root_ca = \"{}\"", ca_path.display())
+            } else {
+                String::new()
+            },
             root = root.display(),
         );
         std::fs::write(&config, text).unwrap();
@@ -270,4 +285,33 @@ fn invalid_configuration_lists_every_problem_and_exits_1() {
         !dir.path().join("run").join("iotjobsd.lock").exists(),
         "an invalid configuration must not take the lock"
     );
+}
+
+#[test]
+fn without_root_ca_the_system_trust_store_is_used() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ca = TestCa::new();
+    let broker = rt.block_on(start_broker(&ca, None));
+    let port = broker.tls_addr().unwrap().port();
+    let device = Device::with_root_ca(&ca, tempfile::tempdir().unwrap(), "gw-3", port, false);
+    let (socket, socket_path) = notify_socket(device.dir.path());
+    // rustls-native-certs reads the system store from SSL_CERT_FILE when it is set,
+    // which lets the test stand in for /etc/ssl/certs.
+    let mut daemon = device
+        .command()
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("SSL_CERT_FILE", device.dir.path().join("ca.pem"))
+        .env_remove("SSL_CERT_DIR")
+        .spawn()
+        .unwrap();
+    let _output = capture(&mut daemon);
+    let mut notes = Vec::new();
+    wait_notify(
+        &socket,
+        &format!("STATUS=connected to localhost:{port} as gw-3"),
+        &mut notes,
+    );
+    kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(wait_exit(daemon, "iotjobsd").success());
+    rt.block_on(broker.shutdown());
 }
