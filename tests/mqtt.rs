@@ -273,3 +273,31 @@ async fn a_device_certificate_from_another_ca_is_refused_by_the_broker() {
     device.disconnect().await;
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn dropping_every_handle_disconnects_cleanly() {
+    let s = Setup::new();
+    let broker = start_broker(&s.ca, None).await;
+    let mut broker_events = broker.events();
+    let port = broker.tls_addr().unwrap().port();
+    let cfg = device_config(&s.ca, s.dir.path(), "T", port, &s.ca_path);
+    let (device, task) = mqtt::spawn(MqttSettings::from_config(&cfg).unwrap());
+    let mut events = device.events();
+    let mut notify = device.subscribe([NOTIFY_NEXT]).await.unwrap();
+    connected(&mut events).await;
+    drop(device);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    let event = next_matching(&mut broker_events, "disconnect", |e| {
+        matches!(e, BrokerEvent::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        event,
+        BrokerEvent::Disconnected {
+            client_id: "T".into(),
+            clean: true
+        }
+    );
+    assert_eq!(notify.recv().await, None, "subscriptions end with the task");
+    broker.shutdown().await;
+}

@@ -133,16 +133,17 @@ impl Connection {
                 tokio::pin!(poll);
                 loop {
                     let can_publish = self.can_publish();
+                    // Once stopping, nothing more is read (a closed channel would
+                    // otherwise be ready forever).
+                    let accepting = self.stopping.is_empty();
                     let deadline = self.stop_deadline;
                     tokio::select! {
                         // Kept alive across iterations and dropped only to stop, so
                         // rumqttc is never interrupted mid-write.
                         event = &mut poll => break Some(event),
                         // Cancel-safe: mpsc recv loses nothing when another branch wins.
-                        command = control.recv() => {
-                            if self.on_control(command, &client) == Flow::Stop {
-                                break None;
-                            }
+                        command = control.recv(), if accepting => {
+                            self.on_control(command, &client);
                         }
                         // Cancel-safe as above; only read while we may hand it over.
                         Some(request) = requests.recv(), if can_publish => {
@@ -237,7 +238,7 @@ impl Connection {
     }
 
     /// Commands while a connection attempt or a connection is under way.
-    fn on_control(&mut self, command: Option<Control>, client: &AsyncClient) -> Flow {
+    fn on_control(&mut self, command: Option<Control>, client: &AsyncClient) {
         match command {
             Some(Control::Subscribe {
                 filters,
@@ -270,7 +271,6 @@ impl Connection {
                 self.begin_disconnect(done, client);
             }
         }
-        Flow::Continue
     }
 
     /// Starts a clean stop. During a connection attempt we let it finish (bounded by
