@@ -1,3 +1,6 @@
 //! iotjobs-local: a local AWS IoT Jobs service (embedded broker, PKI, Jobs device API,
 //! control plane, durable store). Built only with the `local` feature.
 pub mod cli;
+pub mod clock;
+pub mod service;
+pub mod store;
