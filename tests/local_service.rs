@@ -1404,3 +1404,54 @@ mod e2e {
         );
     }
 }
+
+/// Presigned-S3 placeholders are resolved only when the document goes to a device.
+#[test]
+fn presigned_placeholders_resolved_on_mqtt_only() {
+    let cfg = ServiceConfig {
+        presigned_url_base: Some("http://127.0.0.1:8080/s3".into()),
+        ..Default::default()
+    };
+    let mut svc = JobsService::new(Store::open_in_memory().unwrap(), cfg);
+    add_thing(&mut svc, "t1");
+    let placeholder = "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/bucket/fw/v2.bin}";
+    let mut job = new_job("fw", &[thing_arn("t1")]);
+    job.document = json!({"url": placeholder}).to_string();
+    job.configs.presigned_url_config =
+        Some(json!({"roleArn": "arn:aws:iam::123456789012:role/R", "expiresInSec": 600}));
+    let c = svc.create_job(at(1), job).unwrap();
+    assert_eq!(
+        c.messages[1].payload["execution"]["jobDocument"]["url"],
+        format!(
+            "http://127.0.0.1:8080/s3/bucket/fw/v2.bin?X-Expires={}",
+            T0 + 601
+        )
+    );
+    let m = device(&mut svc, 10, "$aws/things/t1/jobs/start-next", json!({}));
+    assert_eq!(
+        m[0].payload["execution"]["jobDocument"]["url"],
+        format!(
+            "http://127.0.0.1:8080/s3/bucket/fw/v2.bin?X-Expires={}",
+            T0 + 610
+        )
+    );
+    // The control plane sees the stored document, placeholder intact.
+    let stored: Value =
+        serde_json::from_str(&svc.describe_job("fw").unwrap().job.document).unwrap();
+    assert_eq!(stored["url"], placeholder);
+}
+
+#[test]
+fn document_parameters_need_a_managed_template() {
+    let mut svc = service();
+    add_thing(&mut svc, "t1");
+    let mut job = new_job("j", &[thing_arn("t1")]);
+    job.document_parameters = Some([("a".to_owned(), "b".to_owned())].into());
+    let e = svc.create_job(at(1), job.clone()).unwrap_err();
+    assert_eq!(e.aws_error_type(), "InvalidRequestException");
+    job.job_template_arn = Some("arn:aws:iot:us-east-1:123456789012:jobtemplate/mine".into());
+    assert!(svc.create_job(at(1), job.clone()).is_err());
+    job.job_template_arn = Some("arn:aws:iot:us-east-1::jobtemplate/AWS-Reboot:1.0".into());
+    let j = svc.create_job(at(1), job).unwrap().value;
+    assert_eq!(j.document_parameters.unwrap()["a"], "b");
+}

@@ -192,7 +192,7 @@ impl JobsService {
             let doc = self
                 .store
                 .get_job(&head.job_id)?
-                .map(|j| render::document(&j));
+                .map(|j| self.device_document(&j, now));
             reply.execution = Some(render::execution(&head, doc, now));
         }
         let notes = self.notifications(now, &before)?;
@@ -230,7 +230,7 @@ impl JobsService {
             let doc = if req.include_job_document.unwrap_or(true) {
                 self.store
                     .get_job(&rec.job_id)?
-                    .map(|j| render::document(&j))
+                    .map(|j| self.device_document(&j, now))
             } else {
                 None
             };
@@ -264,7 +264,10 @@ impl JobsService {
             reply.execution_state = Some(rec.exec.state());
         }
         if req.include_job_document.unwrap_or(false) {
-            reply.job_document = self.store.get_job(job_id)?.map(|j| render::document(&j));
+            reply.job_document = self
+                .store
+                .get_job(job_id)?
+                .map(|j| self.device_document(&j, now));
         }
         Ok((to_value(&reply), notes))
     }

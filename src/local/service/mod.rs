@@ -47,6 +47,10 @@ pub struct ServiceConfig {
     pub describe_terminal_rejected: bool,
     /// A job that targets a thing group also reaches things in its child groups.
     pub include_child_groups: bool,
+    /// Base URL that replaces presigned-S3 placeholders in documents sent to devices
+    /// (`<base>/<bucket>/<key>?X-Expires=<epoch>`), e.g. `http://127.0.0.1:8080/s3`. The
+    /// control plane serves it; `None` leaves placeholders unresolved.
+    pub presigned_url_base: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +61,7 @@ impl Default for ServiceConfig {
             notify_on_start: false,
             describe_terminal_rejected: true,
             include_child_groups: true,
+            presigned_url_base: None,
         }
     }
 }

@@ -99,7 +99,10 @@ impl JobsService {
     ) -> Result<Value, StoreError> {
         let execution = match head {
             Some(e) => {
-                let doc = self.store.get_job(&e.job_id)?.map(|j| render::document(&j));
+                let doc = self
+                    .store
+                    .get_job(&e.job_id)?
+                    .map(|j| self.device_document(&j, now));
                 Some(render::execution(e, doc, now))
             }
             None => None,

@@ -215,6 +215,7 @@ pub struct RunningService {
 const MAX_PACKET: usize = 256 * 1024;
 const COMMAND_QUEUE: usize = 256;
 const INCOMING_QUEUE: usize = 4096;
+const CLIENT_QUEUE: usize = 4096;
 
 /// Starts the service task (and, with `broker`, its MQTT connection task).
 pub fn spawn(
@@ -225,9 +226,10 @@ pub fn spawn(
 ) -> RunningService {
     let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (sub_tx, subscribed) = watch::channel(false);
+    let online = subscribed.clone();
     let (mqtt, incoming, conn_task) = match broker {
         Some(b) => {
-            let (client, eventloop) = AsyncClient::new(options(&b), 1024);
+            let (client, eventloop) = AsyncClient::new(options(&b), CLIENT_QUEUE);
             let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
             let t = tokio::spawn(connection(
                 client.clone(),
@@ -241,7 +243,16 @@ pub fn spawn(
         None => (None, None, None),
     };
     let task = tokio::spawn(async move {
-        let core = serve(core, clock, commands, incoming, mqtt.clone(), shutdown).await;
+        let core = serve(
+            core,
+            clock,
+            commands,
+            incoming,
+            mqtt.clone(),
+            online,
+            shutdown,
+        )
+        .await;
         if let Some(c) = &mqtt {
             // Best effort: the broker drops the session either way.
             let _ = c.try_disconnect();
@@ -335,6 +346,7 @@ async fn serve(
     mut commands: mpsc::Receiver<Command>,
     mut incoming: Option<mpsc::Receiver<(String, bytes::Bytes)>>,
     mqtt: Option<AsyncClient>,
+    online: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> JobsService {
     loop {
@@ -343,16 +355,20 @@ async fn serve(
             cmd = commands.recv() => match cmd {
                 Some(cmd) => {
                     let out = dispatch(&mut core, clock.now(), cmd);
-                    publish(mqtt.as_ref(), out.messages).await;
+                    publish(mqtt.as_ref(), &online, out.messages).await;
                     // Reply only once the notifications are queued for the broker.
                     (out.value)();
                 }
                 None => break,
             },
-            Some((topic, payload)) = recv(&mut incoming) => {
-                let out = core.handle_device_message(clock.now(), &topic, &payload);
-                publish(mqtt.as_ref(), out).await;
-            }
+            msg = recv(&mut incoming) => match msg {
+                Some((topic, payload)) => {
+                    let out = core.handle_device_message(clock.now(), &topic, &payload);
+                    publish(mqtt.as_ref(), &online, out).await;
+                }
+                // The connection task is gone (shutting down): stop polling it.
+                None => incoming = None,
+            },
         }
     }
     core
@@ -365,15 +381,27 @@ async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
-async fn publish(mqtt: Option<&AsyncClient>, messages: Vec<Outbound>) {
+/// Publishes at QoS 1. While the broker is reachable this waits for room in the client's
+/// queue (back-pressure); while it is not, messages that do not fit are dropped with a
+/// warning instead of stalling every command: notifications are advisory, and devices
+/// resynchronise with `start-next`/`get` when they reconnect.
+async fn publish(
+    mqtt: Option<&AsyncClient>,
+    online: &watch::Receiver<bool>,
+    messages: Vec<Outbound>,
+) {
     let Some(client) = mqtt else { return };
     for m in messages {
         let bytes = m.payload_bytes();
-        if let Err(e) = client
-            .publish(m.topic.as_str(), QoS::AtLeastOnce, false, bytes)
-            .await
-        {
-            tracing::error!(topic = %m.topic, error = %e, "cannot publish");
+        let result = if *online.borrow() {
+            client
+                .publish(m.topic.as_str(), QoS::AtLeastOnce, false, bytes)
+                .await
+        } else {
+            client.try_publish(m.topic.as_str(), QoS::AtLeastOnce, false, bytes)
+        };
+        if let Err(e) = result {
+            tracing::warn!(topic = %m.topic, error = %e, "message not published");
         }
     }
 }
