@@ -57,7 +57,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             account: Account::default(),
-            max_pending_listed: 10,
+            max_pending_listed: crate::jobs::execution::DEFAULT_PENDING_LIMIT,
             notify_on_start: false,
             describe_terminal_rejected: true,
             include_child_groups: true,
