@@ -1455,3 +1455,44 @@ fn document_parameters_need_a_managed_template() {
     let j = svc.create_job(at(1), job).unwrap().value;
     assert_eq!(j.document_parameters.unwrap()["a"], "b");
 }
+
+#[test]
+fn empty_payload_is_an_empty_request_and_own_output_is_ignored() {
+    let mut svc = service();
+    add_thing(&mut svc, "t1");
+    create_job(&mut svc, 1, "j", "t1");
+    let m = svc.handle_device_message(at(2), "$aws/things/t1/jobs/start-next", b"");
+    assert_eq!(m[0].topic, "$aws/things/t1/jobs/start-next/accepted");
+    assert_eq!(m[0].payload["execution"]["jobId"], "j");
+    // Replies and notifications come back on the service's own subscription: no answer.
+    for topic in [
+        "$aws/things/t1/jobs/start-next/accepted",
+        "$aws/things/t1/jobs/j/update/rejected",
+        "$aws/things/t1/jobs/notify",
+        "$aws/things/t1/jobs/notify-next",
+    ] {
+        assert!(
+            svc.handle_device_message(at(3), topic, b"{}").is_empty(),
+            "{topic}"
+        );
+    }
+}
+
+#[test]
+fn a_thing_joins_at_most_ten_groups() {
+    let mut svc = service();
+    add_thing(&mut svc, "t1");
+    for i in 0..11 {
+        add_group(&mut svc, &format!("g{i}"), None);
+    }
+    for i in 0..10 {
+        svc.add_thing_to_thing_group(at(1), &format!("g{i}"), "t1")
+            .unwrap();
+    }
+    let e = svc
+        .add_thing_to_thing_group(at(1), "g10", "t1")
+        .unwrap_err();
+    assert_eq!(e.aws_error_type(), "InvalidRequestException");
+    // Re-adding to a group it is already in is fine.
+    svc.add_thing_to_thing_group(at(1), "g3", "t1").unwrap();
+}

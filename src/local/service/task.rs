@@ -21,8 +21,8 @@ use super::{
     ServiceError, UpdateJob,
 };
 use crate::jobs::topics;
-use crate::jobs::wire::{JobExecutionStatus, StatusDetails};
-use crate::local::clock::Clock;
+use crate::jobs::wire::{self, JobExecutionStatus, StatusDetails};
+use crate::local::clock::{Clock, Timestamp};
 use crate::local::store::{
     ExecutionRecord, JobConfigs, JobRecord, JobTemplateRecord, ThingGroupRecord, ThingRecord,
 };
@@ -236,6 +236,7 @@ pub fn spawn(
                 eventloop,
                 in_tx,
                 sub_tx,
+                clock.clone(),
                 shutdown.clone(),
             ));
             (Some(client), Some(in_rx), Some(t))
@@ -290,6 +291,7 @@ async fn connection(
     mut eventloop: EventLoop,
     incoming: mpsc::Sender<(String, bytes::Bytes)>,
     subscribed: watch::Sender<bool>,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -320,9 +322,16 @@ async fn connection(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 // Never block the event loop (the service task may be waiting for it to
-                // drain publishes); a device whose request is dropped here retries.
-                if let Err(e) = incoming.try_send((p.topic, p.payload)) {
-                    tracing::warn!(error = %e, "device request dropped: service busy");
+                // drain publishes): when the service is saturated, refuse the request with
+                // the retryable RequestThrottled instead.
+                if let Err(mpsc::error::TrySendError::Full((topic, payload))) =
+                    incoming.try_send((p.topic, p.payload))
+                {
+                    tracing::warn!(%topic, "device request throttled: service busy");
+                    if let Some(reply) = throttled(&topic, &payload, clock.now()) {
+                        let bytes = reply.payload_bytes();
+                        let _ = client.try_publish(reply.topic, QoS::AtLeastOnce, false, bytes);
+                    }
                 }
             }
             Ok(_) => {}
@@ -337,6 +346,29 @@ async fn connection(
             }
         }
     }
+}
+
+/// The `RequestThrottled` rejection of a device request the service had no room for;
+/// `None` for anything that is not a request (the service's own output echoed back).
+fn throttled(topic: &str, payload: &[u8], now: Timestamp) -> Option<Outbound> {
+    let parsed = topics::parse(topic)?;
+    if !matches!(parsed.kind, topics::TopicKind::Request(_)) {
+        return None;
+    }
+    let client_token = wire::decode_request::<wire::GetPendingJobExecutionsRequest>(payload)
+        .ok()
+        .and_then(|r| r.client_token);
+    let reply = wire::ErrorResponse {
+        code: wire::ErrorCode::RequestThrottled,
+        message: "the service is busy; retry with backoff".to_owned(),
+        client_token,
+        timestamp: now.secs(),
+        execution_state: None,
+    };
+    Some(Outbound {
+        topic: topics::rejected(topic),
+        payload: serde_json::to_value(reply).unwrap_or_default(),
+    })
 }
 
 /// The service loop: one command or device request at a time, then publish its output.
@@ -597,5 +629,27 @@ fn dispatch(
                 messages,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_replies_only_to_requests_and_echoes_the_token() {
+        let now = Timestamp::from_secs(1_700_000_000);
+        let r = throttled(
+            "$aws/things/t1/jobs/j/update",
+            br#"{"clientToken":"k"}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.topic, "$aws/things/t1/jobs/j/update/rejected");
+        assert_eq!(r.payload["code"], "RequestThrottled");
+        assert_eq!(r.payload["clientToken"], "k");
+        assert_eq!(r.payload["timestamp"], 1_700_000_000);
+        assert!(throttled("$aws/things/t1/jobs/notify", b"{}", now).is_none());
+        assert!(throttled("$aws/things/t1/jobs/get/accepted", b"{}", now).is_none());
     }
 }
