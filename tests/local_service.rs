@@ -1292,18 +1292,10 @@ mod e2e {
 
         let clock = ManualClock::new(Timestamp::from_secs(T0));
         let shutdown = CancellationToken::new();
-        let tls = pki
-            .client_tls_config(&pki.issue_service_cert().unwrap())
-            .unwrap();
         let mut svc = task::spawn(
             JobsService::new(Store::open(&db).unwrap(), ServiceConfig::default()),
             Arc::new(clock.clone()),
-            Some(BrokerConnection {
-                host: "127.0.0.1".into(),
-                port,
-                client_id: SERVICE_IDENTITY.into(),
-                tls: Some(tls),
-            }),
+            Some(service_connection(&pki, port)),
             shutdown.clone(),
         );
         tokio::time::timeout(WAIT, svc.subscribed.wait_for(|s| *s))
@@ -1402,6 +1394,123 @@ mod e2e {
             store.get_job("hello").unwrap().unwrap().status,
             JobStatus::Completed
         );
+    }
+
+    fn service_connection(pki: &Pki, port: u16) -> BrokerConnection {
+        BrokerConnection {
+            host: "127.0.0.1".into(),
+            port,
+            client_id: SERVICE_IDENTITY.into(),
+            tls: Some(
+                pki.client_tls_config(&pki.issue_service_cert().unwrap())
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// The service reconnects and subscribes again after the broker went away and came back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn service_resubscribes_after_a_broker_restart() {
+        let pki = Pki::ephemeral().unwrap();
+        let mut cfg = BrokerConfig::from_pki(&pki).unwrap().on_free_port();
+        let broker = Broker::start(cfg.clone()).await.unwrap();
+        let addr = broker.tls_addr().unwrap();
+        let clock = ManualClock::new(Timestamp::from_secs(T0));
+        let shutdown = CancellationToken::new();
+        let core = JobsService::new(Store::open_in_memory().unwrap(), ServiceConfig::default());
+        let mut svc = task::spawn(
+            core,
+            Arc::new(clock.clone()),
+            Some(service_connection(&pki, addr.port())),
+            shutdown.clone(),
+        );
+        let wait = |rx: &mut tokio::sync::watch::Receiver<bool>, want: bool| {
+            let mut rx = rx.clone();
+            async move {
+                tokio::time::timeout(WAIT, rx.wait_for(|s| *s == want))
+                    .await
+                    .expect("subscription state never changed")
+                    .unwrap();
+            }
+        };
+        wait(&mut svc.subscribed, true).await;
+        broker.shutdown().await;
+        wait(&mut svc.subscribed, false).await;
+        cfg.tls_addr = Some(addr);
+        let broker = Broker::start(cfg).await.unwrap();
+        wait(&mut svc.subscribed, true).await;
+
+        let mut dev = Device::connect(&pki, addr.port(), "t9").await;
+        dev.subscribe_all("t9").await;
+        dev.publish("$aws/things/t9/jobs/get", json!({"clientToken": "after"}))
+            .await;
+        let acc = dev
+            .on("$aws/things/t9/jobs/get/accepted", &mut Vec::new())
+            .await;
+        assert_eq!(
+            acc,
+            json!({"inProgressJobs": [], "queuedJobs": [], "timestamp": T0, "clientToken": "after"})
+        );
+        shutdown.cancel();
+        tokio::time::timeout(WAIT, svc.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        broker.shutdown().await;
+    }
+
+    /// Without a broker the task still serves commands and device requests (the HTTP data
+    /// plane path), and gives the core back on shutdown.
+    #[tokio::test]
+    async fn commands_without_a_broker() {
+        let shutdown = CancellationToken::new();
+        let clock = ManualClock::new(Timestamp::from_secs(T0));
+        let core = JobsService::new(Store::open_in_memory().unwrap(), ServiceConfig::default());
+        let svc = task::spawn(core, Arc::new(clock), None, shutdown.clone());
+        let h = svc.handle.clone();
+        let thing = NewThing {
+            name: "t1".into(),
+            ..Default::default()
+        };
+        h.request(|r| Command::CreateThing(thing, r)).await.unwrap();
+        let job = NewJob {
+            job_id: "j".into(),
+            targets: vec!["arn:aws:iot:us-east-1:123456789012:thing/t1".into()],
+            document: "{}".into(),
+            ..Default::default()
+        };
+        h.request(|r| Command::CreateJob(Box::new(job), r))
+            .await
+            .unwrap();
+        let e = h
+            .request(|r| Command::DescribeJob("nope".into(), r))
+            .await
+            .unwrap_err();
+        assert_eq!(e.aws_error_type(), "ResourceNotFoundException");
+        let out = h
+            .device_request("$aws/things/t1/jobs/start-next", b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(out[0].payload["execution"]["status"], "IN_PROGRESS");
+        let execs = h
+            .request(|r| Command::ListJobExecutionsForThing {
+                thing: "t1".into(),
+                status: None,
+                job_id: None,
+                reply: r,
+            })
+            .await
+            .unwrap();
+        assert_eq!(execs.len(), 1);
+        assert_eq!(execs[0].exec.version_number, 2);
+
+        shutdown.cancel();
+        let core = svc.task.await.unwrap().unwrap();
+        assert!(core.describe_job("j").is_ok());
+        // The task is gone: requests fail instead of hanging.
+        let e = h.request(|r| Command::ListThings(r)).await.unwrap_err();
+        assert_eq!(e.aws_error_type(), "ServiceUnavailableException");
     }
 }
 
