@@ -1509,7 +1509,7 @@ mod e2e {
         let core = svc.task.await.unwrap().unwrap();
         assert!(core.describe_job("j").is_ok());
         // The task is gone: requests fail instead of hanging.
-        let e = h.request(|r| Command::ListThings(r)).await.unwrap_err();
+        let e = h.request(Command::ListThings).await.unwrap_err();
         assert_eq!(e.aws_error_type(), "ServiceUnavailableException");
     }
 }
