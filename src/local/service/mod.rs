@@ -19,9 +19,11 @@
 //! stored verbatim for them.
 
 mod arn;
+mod command;
 mod control;
 mod device;
 mod error;
+mod executions;
 mod notify;
 mod registry;
 mod render;
