@@ -4,5 +4,6 @@ pub mod commands;
 pub mod document;
 pub mod execution;
 pub mod status_details;
+pub mod templates;
 pub mod topics;
 pub mod wire;
