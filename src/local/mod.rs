@@ -3,6 +3,8 @@
 pub mod broker;
 pub mod cli;
 pub mod clock;
+pub mod control;
 pub mod pki;
+pub mod server;
 pub mod service;
 pub mod store;
