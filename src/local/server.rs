@@ -185,6 +185,7 @@ impl LocalService {
             account,
             clock,
             pki: Some(pki.clone()),
+            mqtt_endpoint: broker.tls_addr(),
         };
         let http = match HttpServer::bind(opts.http_addr, ctx, shutdown.clone()).await {
             Ok(h) => h,

@@ -45,6 +45,8 @@ pub struct ControlContext {
     pub clock: Arc<dyn Clock>,
     /// Issues certificates for `CreateKeysAndCertificate`; `None` disables that route.
     pub pki: Option<Arc<Pki>>,
+    /// Where devices reach the broker (mutual TLS), for `GET /iotjobs-local/info`.
+    pub mqtt_endpoint: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for ControlContext {
@@ -144,9 +146,25 @@ pub fn router(ctx: ControlContext) -> Router {
             "/managed-job-templates/{template_name}",
             get(templates::describe_managed_job_template),
         )
+        // local extension: what a device needs to connect (CLI `create-thing --out`)
+        .route("/iotjobs-local/info", get(service_info))
         .fallback(unknown_operation)
         .method_not_allowed_fallback(unknown_operation)
         .with_state(ctx)
+}
+
+/// Local extension (no AWS equivalent): the broker address devices use and the CA that
+/// signs the broker's and the devices' certificates.
+async fn service_info(
+    axum::extract::State(ctx): axum::extract::State<ControlContext>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(shapes::compact(serde_json::json!({
+        "region": ctx.account.region,
+        "accountId": ctx.account.account_id,
+        "mqttHost": ctx.mqtt_endpoint.map(|a| a.ip().to_string()),
+        "mqttPort": ctx.mqtt_endpoint.map(|a| a.port()),
+        "caCertificatePem": ctx.pki.as_ref().map(|p| p.ca_cert_pem().to_owned()),
+    })))
 }
 
 async fn unknown_operation(uri: Uri) -> ApiError {
