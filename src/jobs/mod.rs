@@ -6,5 +6,6 @@ pub mod engine;
 pub mod execution;
 pub mod runner;
 pub mod status_details;
+pub mod task;
 pub mod topics;
 pub mod wire;
