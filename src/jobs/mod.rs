@@ -7,5 +7,6 @@ pub mod execution;
 pub mod runner;
 pub mod status_details;
 pub mod task;
+pub mod templates;
 pub mod topics;
 pub mod wire;
