@@ -146,7 +146,7 @@ pub fn step_finished(
         let report = match &failure {
             None => StepReport {
                 level: LogLevel::Info,
-                message: format!("rollback {label} succeeded"),
+                message: format!("{label} succeeded"),
             },
             Some(reason) => {
                 state.rollback_failures.push(reason.clone());
@@ -222,7 +222,23 @@ pub fn sandbox_request(
     default_timeout: Duration,
 ) -> sandbox::StepRequest {
     let step = &request.step;
-    let (program, args) = match &step.kind {
+    let (program, args) = program(step);
+    sandbox::StepRequest {
+        job_id: job_id.to_owned(),
+        execution_number,
+        step_index: request.at.index,
+        step_name: step.name.clone(),
+        thing_name: thing_name.to_owned(),
+        program,
+        args,
+        run_as_user: step.run_as_user.clone(),
+        timeout: step.timeout.unwrap_or(default_timeout),
+    }
+}
+
+/// What the sandbox runs for a step, and the arguments after the calling convention's.
+pub fn program(step: &PlannedStep) -> (Program, Vec<String>) {
+    match &step.kind {
         StepKind::Handler { name, path, args } => (
             Program::Handler {
                 name: name.clone(),
@@ -234,17 +250,6 @@ pub fn sandbox_request(
             args.clone(),
         ),
         StepKind::Command { argv } => (Program::Command(argv.clone()), Vec::new()),
-    };
-    sandbox::StepRequest {
-        job_id: job_id.to_owned(),
-        execution_number,
-        step_index: request.at.index,
-        step_name: step.name.clone(),
-        thing_name: thing_name.to_owned(),
-        program,
-        args,
-        run_as_user: step.run_as_user.clone(),
-        timeout: step.timeout.unwrap_or(default_timeout),
     }
 }
 
@@ -329,6 +334,9 @@ fn verdict(plan: &JobPlan, state: &RunnerState) -> Verdict {
     let total = step_count(plan);
     let (status, reason) = match &state.failure {
         Some(failure) => (JobExecutionStatus::Failed, failure.clone()),
+        None if state.ignored.is_empty() && total == 1 => {
+            (JobExecutionStatus::Succeeded, "1 step succeeded".into())
+        }
         None if state.ignored.is_empty() => (
             JobExecutionStatus::Succeeded,
             format!("all {total} steps succeeded"),
@@ -336,7 +344,8 @@ fn verdict(plan: &JobPlan, state: &RunnerState) -> Verdict {
         None => (
             JobExecutionStatus::Succeeded,
             format!(
-                "{total} steps ran; ignored failures: {}",
+                "{} ran; ignored failures: {}",
+                steps(total),
                 state.ignored.join("; ")
             ),
         ),
@@ -344,12 +353,12 @@ fn verdict(plan: &JobPlan, state: &RunnerState) -> Verdict {
     let mut details = Builder::new().head("reason", &reason);
     if state.rollback_total > 0 {
         let rollback = if state.rollback_failures.is_empty() {
-            format!("{} rollback steps succeeded", state.rollback_total)
+            format!("{} succeeded", rollback_steps(state.rollback_total))
         } else {
             format!(
-                "{} of {} rollback steps failed: {}",
+                "{} of {} failed: {}",
                 state.rollback_failures.len(),
-                state.rollback_total,
+                rollback_steps(state.rollback_total),
                 state.rollback_failures.join("; ")
             )
         };
@@ -361,12 +370,28 @@ fn verdict(plan: &JobPlan, state: &RunnerState) -> Verdict {
     }
     let summary = match state.rollback_total {
         0 => reason,
-        n => format!("{reason} ({n} rollback steps run)"),
+        n => format!("{reason} ({} run)", rollback_steps(n)),
     };
     Verdict {
         status,
         details: details.build(),
         summary,
+    }
+}
+
+fn steps(n: usize) -> String {
+    if n == 1 {
+        "1 step".into()
+    } else {
+        format!("{n} steps")
+    }
+}
+
+fn rollback_steps(n: usize) -> String {
+    if n == 1 {
+        "1 rollback step".into()
+    } else {
+        format!("{n} rollback steps")
     }
 }
 
