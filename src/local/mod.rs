@@ -1,3 +1,5 @@
 //! iotjobs-local: a local AWS IoT Jobs service (embedded broker, PKI, Jobs device API,
 //! control plane, durable store). Built only with the `local` feature.
+pub mod broker;
 pub mod cli;
+pub mod pki;
