@@ -18,7 +18,7 @@ use crate::jobs::engine::{
 };
 use crate::jobs::runner;
 use crate::mqtt::{Message, MqttError, MqttEvent, MqttHandle};
-use crate::sandbox::{Sandbox, StepOutcome};
+use crate::sandbox::{Sandbox, SandboxConfig, StepOutcome};
 
 /// How long shutdown waits for a stopped step to report (the sandbox's own SIGTERM →
 /// SIGKILL grace is shorter than this in any sane configuration).
@@ -59,6 +59,7 @@ pub struct JobsTask {
     cfg: TaskConfig,
     mqtt: MqttHandle,
     sandbox: Sandbox,
+    events: broadcast::Receiver<MqttEvent>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: mpsc::Receiver<Internal>,
     messages_tx: mpsc::Sender<Message>,
@@ -70,7 +71,14 @@ pub struct JobsTask {
 }
 
 impl JobsTask {
-    pub fn new(cfg: TaskConfig, mqtt: MqttHandle, sandbox: Sandbox) -> Self {
+    /// `events` must have been subscribed before the connection task first ran, so the
+    /// first `Connected` is not missed.
+    pub fn new(
+        cfg: TaskConfig,
+        mqtt: MqttHandle,
+        events: broadcast::Receiver<MqttEvent>,
+        sandbox: Sandbox,
+    ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(16);
         let (messages_tx, messages_rx) = mpsc::channel(64);
         JobsTask {
@@ -78,6 +86,7 @@ impl JobsTask {
             cfg,
             mqtt,
             sandbox,
+            events,
             internal_tx,
             internal_rx,
             messages_tx,
@@ -92,7 +101,6 @@ impl JobsTask {
     /// Runs until `shutdown` is cancelled (then stops the running step) or the MQTT task
     /// goes away.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), TaskError> {
-        let mut events = self.mqtt.events();
         // Register the filters before looking at the connection: the connection task
         // subscribes registered filters before announcing Connected, so no reply to a
         // request sent after that can be missed.
@@ -105,7 +113,7 @@ impl JobsTask {
             // Every branch is cancel-safe: a message not taken stays in its channel.
             let input = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
-                event = events.recv() => match event {
+                event = self.events.recv() => match event {
                     Ok(MqttEvent::Connected { .. }) => Input::Connected,
                     Ok(MqttEvent::Disconnected { .. }) => Input::Disconnected,
                     // Events were missed: resynchronise as after a reconnect.
@@ -306,12 +314,23 @@ pub fn task_config(config: &crate::config::Config, thing_name: &str) -> TaskConf
     }
 }
 
-/// Spawns the jobs task.
-pub fn spawn(
-    cfg: TaskConfig,
-    mqtt: MqttHandle,
-    sandbox: Sandbox,
-    shutdown: CancellationToken,
-) -> JoinHandle<Result<(), TaskError>> {
-    tokio::spawn(JobsTask::new(cfg, mqtt, sandbox).run(shutdown))
+/// The jobs engine as a supervisor service (see `app::Service`).
+pub fn service() -> crate::app::Service {
+    Box::new(|ctx: crate::app::ServiceContext| {
+        Box::pin(async move {
+            let Some(thing) = ctx.config.mqtt.thing_name.clone() else {
+                tracing::error!("jobs: no mqtt.thing_name configured; the Jobs feature is off");
+                return;
+            };
+            let sandbox = Sandbox::new(SandboxConfig::from_config(
+                &ctx.config.jobs,
+                &ctx.config.paths,
+            ));
+            let cfg = task_config(&ctx.config, &thing);
+            let task = JobsTask::new(cfg, ctx.mqtt, ctx.events, sandbox);
+            if let Err(err) = task.run(ctx.shutdown).await {
+                tracing::error!(error = %err, "the jobs task stopped");
+            }
+        })
+    })
 }
