@@ -2,4 +2,7 @@
 //! control plane, durable store). Built only with the `local` feature.
 pub mod broker;
 pub mod cli;
+pub mod clock;
 pub mod pki;
+pub mod service;
+pub mod store;
