@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iotjobs::local::broker::{Broker, BrokerConfig, BrokerEvent, BrokerHandle};
+use iotjobs::local::broker::{Broker, BrokerConfig, BrokerError, BrokerEvent, BrokerHandle};
 use iotjobs::local::pki::{client_tls_config, Pki, SERVICE_IDENTITY};
 use rumqttc::{
     AsyncClient, Event, MqttOptions, NetworkOptions, Outgoing, Packet, QoS, SubscribeReasonCode,
@@ -167,6 +167,9 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Setup {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+            .try_init();
         let pki = Pki::ephemeral().unwrap();
         let broker = Broker::start(BrokerConfig::from_pki(&pki).unwrap().on_free_port())
             .await
@@ -470,6 +473,21 @@ async fn a_ca_reloaded_from_disk_issues_bundles_the_broker_accepts() {
 }
 
 #[tokio::test]
+async fn a_client_offering_aws_alpn_connects() {
+    // iotjobsd on port 443 offers ALPN `x-amzn-mqtt-ca`, as the AWS IoT Device Client does;
+    // the local broker selects no protocol, which TLS allows.
+    let s = Setup::new().await;
+    let cfg = s
+        .pki
+        .client_tls_config(&s.pki.issue_device_cert("t1").unwrap())
+        .unwrap();
+    let mut cfg = (*cfg).clone();
+    cfg.alpn_protocols = vec![b"x-amzn-mqtt-ca".to_vec()];
+    let mut device = connect(s.port, "t1", Some(Arc::new(cfg)), true);
+    device.connected().await;
+}
+
+#[tokio::test]
 async fn abrupt_disconnect_is_reported_as_not_clean() {
     let s = Setup::new().await;
     let mut events = s.broker.events();
@@ -560,6 +578,41 @@ async fn plain_tcp_listener_applies_the_same_policy_by_client_id() {
         .closed()
         .await
         .contains("NotAuthorized"));
+}
+
+#[tokio::test]
+async fn start_reports_configuration_errors() {
+    let pki = Pki::ephemeral().unwrap();
+    let mut cfg = BrokerConfig::from_pki(&pki).unwrap();
+    cfg.tls_addr = None;
+    assert!(matches!(
+        Broker::start(cfg).await,
+        Err(BrokerError::NoListener)
+    ));
+
+    // A key that does not belong to the certificate.
+    let mut cfg = BrokerConfig::from_pki(&pki).unwrap().on_free_port();
+    cfg.server_key_pem = pki.issue_device_cert("t1").unwrap().key_pair.private_key;
+    assert!(matches!(
+        Broker::start(cfg).await,
+        Err(BrokerError::Listen { .. })
+    ));
+
+    // A port that is taken.
+    let running = Broker::start(BrokerConfig::from_pki(&pki).unwrap().on_free_port())
+        .await
+        .unwrap();
+    let mut cfg = BrokerConfig::from_pki(&pki).unwrap();
+    cfg.tls_addr = running.tls_addr();
+    let err = Broker::start(cfg)
+        .await
+        .err()
+        .expect("second bind must fail");
+    assert!(
+        err.to_string()
+            .contains(&running.tls_addr().unwrap().to_string()),
+        "{err}"
+    );
 }
 
 /// rmqtt 0.24 still refuses `$` at a level after the first, so `router::EscapingRouter` is

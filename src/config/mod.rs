@@ -2,8 +2,11 @@
 //! `/etc/iotjobsd/config.d/*.toml` < environment `IOTJOBSD_<SECTION>__<KEY>` < flags,
 //! validated once at start (every problem reported together).
 //!
-//! Owns: the typed [`Config`] every other module reads. Must not open network
-//! connections or spawn processes; it only reads files to validate them.
+//! Owns: the typed [`Config`] every other module reads, its loading ([`Loader`]),
+//! validation ([`validate`]), redacted printing ([`redact`]) and the AWS IoT Device
+//! Client import ([`aws`]). Must not open network connections or spawn processes; it
+//! only reads files to validate them. The main directory is `/etc/iotjobsd`, or
+//! `$IOTJOBSD_CONFIG_DIR` when set.
 
 use std::path::PathBuf;
 
@@ -174,16 +177,18 @@ impl Default for PathsConfig {
         }
     }
 }
+pub mod aws;
 pub mod commands;
+mod layers;
+mod pki;
+pub mod redact;
+mod validate;
 
-/// Errors from loading configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration loading is not built yet")]
-    NotBuilt,
-}
+pub use layers::{ConfigError, Loaded, Loader, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR, ENV_PREFIX};
+pub use validate::{is_valid_thing_name, validate, Problem};
 
-/// Loads the layered configuration (defaults, main file, drop-ins, environment, flags).
-pub fn load(_global: &crate::cli::GlobalArgs) -> Result<Config, ConfigError> {
-    Err(ConfigError::NotBuilt)
+/// Loads the layered configuration (defaults, main file, drop-ins, environment, flags)
+/// from the real process environment.
+pub fn load(global: &crate::cli::GlobalArgs) -> Result<Config, ConfigError> {
+    Loader::from_process_env().load(global).map(|l| l.config)
 }

@@ -145,7 +145,7 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot start the MQTT listener on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
         #[source]
@@ -367,6 +367,11 @@ impl BrokerHandle {
     /// in-memory session state. rmqtt has no shutdown API: its `run()` future is an endless
     /// accept loop that owns the listeners, so it is aborted and awaited; connection tasks
     /// are separate tasks, ended through rmqtt's own kick.
+    ///
+    /// Not reclaimed: rmqtt's `ServerContext` references itself through its shared-state
+    /// and router components (and its idle task-queue runners), so a stopped broker's
+    /// bookkeeping (some kilobytes) stays allocated until the process exits. That matters
+    /// only to something that starts brokers by the thousand.
     pub async fn shutdown(mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
