@@ -271,6 +271,7 @@ async fn call(api: &ApiClient, method: &str, path: &str, body: Value) -> anyhow:
 /// The demo proper; `Ok(true)` when every execution SUCCEEDED with the right output.
 async fn demo(args: &DemoArgs, work: &Path, running: &mut Running) -> anyhow::Result<bool> {
     let iotjobsd = find_iotjobsd(args.iotjobsd.as_deref())?;
+    println!("== work directory {}", work.display());
     let handlers = work.join("handlers");
     copy_handlers(&find_handlers(args.handlers.as_deref())?, &handlers)?;
 
