@@ -772,3 +772,153 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
     assert_eq!(g["thingGroupMetadata"]["parentGroupName"], "fleet");
     svc.stop().await.unwrap();
 }
+
+/// Runs a client verb of the real binary against `endpoint`.
+fn verb(endpoint: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_iotjobs-local"))
+        .args(args)
+        .env("IOTJOBS_LOCAL_ENDPOINT", endpoint)
+        .output()
+        .unwrap()
+}
+
+fn ok_stdout(endpoint: &str, args: &[&str]) -> String {
+    let out = verb(endpoint, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The binary end to end: `serve` on free ports, the AWS-CLI-like verbs, `create-thing --out`,
+/// `watch`, and SIGTERM → exit 0.
+#[test]
+fn cli_serve_and_client_verbs() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_iotjobs-local"))
+        .args([
+            "serve",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut mqtt) = (None, None);
+    while endpoint.is_none() || mqtt.is_none() {
+        let line = lines
+            .next()
+            .expect("serve exited before printing its addresses")
+            .unwrap();
+        if let Some(u) = line.trim().strip_prefix("control plane") {
+            endpoint = Some(u.trim().to_owned());
+        }
+        if let Some(u) = line.trim().strip_prefix("MQTT (mTLS)") {
+            mqtt = Some(u.trim().trim_start_matches("mqtts://").to_owned());
+        }
+    }
+    let ep = endpoint.unwrap();
+    let mqtt_port: u16 = mqtt.unwrap().rsplit(':').next().unwrap().parse().unwrap();
+
+    ok_stdout(&ep, &["create-thing-group", "--thing-group-name", "g"]);
+    let dev = tmp.path().join("dev1");
+    let out = ok_stdout(
+        &ep,
+        &["create-thing", "dev1", "--out", dev.to_str().unwrap()],
+    );
+    assert!(out.contains("config.toml"), "{out}");
+    let key_mode = std::fs::metadata(dev.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let cfg: iotjobs::config::Config =
+        toml::from_str(&std::fs::read_to_string(dev.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg.mqtt.thing_name.as_deref(), Some("dev1"));
+    assert_eq!(cfg.mqtt.port, mqtt_port);
+    assert_eq!(cfg.mqtt.key.as_deref(), Some(dev.join("key.pem").as_path()));
+    assert!(std::fs::read_to_string(dev.join("root-ca.pem"))
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+
+    ok_stdout(
+        &ep,
+        &[
+            "add-thing-to-thing-group",
+            "--thing-group-name",
+            "g",
+            "--thing-name",
+            "dev1",
+        ],
+    );
+    let doc = tmp.path().join("job.json");
+    std::fs::write(&doc, r#"{"operation":"hello"}"#).unwrap();
+    let file_arg = format!("file://{}", doc.display());
+    ok_stdout(
+        &ep,
+        &[
+            "create-job",
+            "--job-id",
+            "j1",
+            "--targets",
+            "thinggroup/g",
+            "--document",
+            &file_arg,
+        ],
+    );
+    let table = ok_stdout(&ep, &["list-job-executions-for-job", "--job-id", "j1"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with("dev1") && row.contains("QUEUED"), "{table}");
+    let json: Value = serde_json::from_str(&ok_stdout(
+        &ep,
+        &["describe-job", "--job-id", "j1", "--output", "json"],
+    ))
+    .unwrap();
+    assert_eq!(json["job"]["jobProcessDetails"]["numberOfQueuedThings"], 1);
+
+    ok_stdout(
+        &ep,
+        &[
+            "create-job",
+            "--job-id",
+            "j2",
+            "--targets",
+            "thing/dev1",
+            "--job-template-arn",
+            "arn:aws:iot:us-east-1::jobtemplate/AWS-Run-Command:1.0",
+            "--document-parameters",
+            "command=echo,hello",
+        ],
+    );
+    let d = ok_stdout(&ep, &["get-job-document", "--job-id", "j2"]);
+    assert!(d.contains(r#""command":"echo,hello""#), "{d}");
+
+    let out = verb(&ep, &["describe-job", "--job-id", "missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ResourceNotFoundException"));
+
+    // watch ends when the job is cancelled; only an all-SUCCEEDED job exits 0.
+    ok_stdout(&ep, &["cancel-job", "--job-id", "j1"]);
+    let out = verb(&ep, &["watch", "j1", "--interval", "0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("CANCELED 1"), "{shown}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(serve.wait().unwrap().success());
+}
