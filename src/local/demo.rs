@@ -165,7 +165,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 /// The last lines of each device's logs, to explain a failure.
 fn print_logs(devices: &[Device]) {
     for d in devices {
-        for path in [&d.output, &d.files.log_file] {
+        // The daemon's file logger may add a date suffix (daily rotation).
+        let mut logs = vec![d.output.clone()];
+        if let Ok(entries) = std::fs::read_dir(&d.files.dir) {
+            logs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("iotjobsd.log"))
+            }));
+        }
+        for path in &logs {
             if let Ok(text) = std::fs::read_to_string(path) {
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(15)..];
@@ -180,25 +188,38 @@ fn print_logs(devices: &[Device]) {
     }
 }
 
+/// `--iotjobsd`, else `iotjobsd` next to this executable (a cargo build or an install),
+/// else the first `iotjobsd` on `PATH`.
 fn find_iotjobsd(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let path = match arg {
-        Some(p) => p.to_path_buf(),
-        None => std::env::current_exe()
-            .context("cannot find this executable")?
-            .parent()
-            .ok_or_else(|| anyhow!("this executable has no directory"))?
-            .join("iotjobsd"),
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
-    let meta = std::fs::metadata(&path).with_context(|| {
-        format!(
-            "no iotjobsd at {} (build it with `cargo build --bin iotjobsd`, or pass --iotjobsd PATH)",
-            path.display()
-        )
-    })?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        bail!("{} is not an executable file", path.display());
+    if let Some(p) = arg {
+        if !is_exe(p) {
+            bail!("--iotjobsd {}: not an executable file", p.display());
+        }
+        return Ok(p.to_path_buf());
     }
-    Ok(path)
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("iotjobsd")));
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("iotjobsd"))
+                .collect()
+        })
+        .unwrap_or_default();
+    beside
+        .into_iter()
+        .chain(on_path)
+        .find(|p| is_exe(p))
+        .ok_or_else(|| {
+            anyhow!(
+                "cannot find iotjobsd next to this executable or on PATH; build it \
+                 (`cargo build --release --bins`) or pass --iotjobsd PATH"
+            )
+        })
 }
 
 fn find_handlers(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
