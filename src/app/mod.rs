@@ -86,7 +86,12 @@ pub fn run_command(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let logging = crate::logging::init(&config.log, global.verbose)?;
-    let result = run(config, Vec::new());
+    let services = if config.jobs.enabled {
+        vec![crate::jobs::task::service()]
+    } else {
+        Vec::new()
+    };
+    let result = run(config, services);
     // Dropping the guard flushes the non-blocking log writer.
     drop(logging);
     result?;

@@ -3,6 +3,10 @@
 pub mod broker;
 pub mod cli;
 pub mod clock;
+pub mod control;
+pub mod demo;
 pub mod pki;
+pub mod provision;
+pub mod server;
 pub mod service;
 pub mod store;
