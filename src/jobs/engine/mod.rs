@@ -233,6 +233,57 @@ impl Engine {
         }
     }
 
+    /// Rebuilds an engine from a journalled [`EngineState`] (issue 4). Transient parts are
+    /// reset to what is true after a restart: disconnected, no timer armed, every request
+    /// unsent (its reply will never come), no step running. The job's plan is re-derived
+    /// from its stored document. Call [`Engine::resume_step`] to run the interrupted step
+    /// again once the service confirmed the job is still ours.
+    pub fn restore(cfg: EngineConfig, mut state: EngineState) -> Self {
+        state.connected = false;
+        state.timers.clear();
+        if let Some(req) = &mut state.start_next {
+            req.state = RequestState::Unsent;
+        }
+        if let Some(req) = &mut state.update {
+            req.state = RequestState::Unsent;
+        }
+        if let Some(req) = &mut state.describe {
+            req.state = RequestState::Unsent;
+        }
+        let plan = match &mut state.job {
+            Some(job) => {
+                if let JobRun::Running { step_running, .. } = &mut job.run {
+                    *step_running = false;
+                }
+                crate::jobs::runner::prepare(&job.document, &cfg.host).ok()
+            }
+            None => None,
+        };
+        Engine { cfg, state, plan }
+    }
+
+    /// After [`Engine::restore`]: starts the step that was running when the state was
+    /// saved (completed steps are not run again). Nothing happens unless a job is running
+    /// with no step in progress.
+    pub fn resume_step(&mut self) -> Vec<Action> {
+        let mut out = Out::default();
+        let (Some(job), Some(plan)) = (&mut self.state.job, &self.plan) else {
+            return out.actions;
+        };
+        let JobRun::Running {
+            runner,
+            step_running: false,
+        } = &job.run
+        else {
+            return out.actions;
+        };
+        if let Some(step) = crate::jobs::runner::current(plan, runner) {
+            self.advance(crate::jobs::runner::Next::Run(step), &mut out);
+        }
+        self.pump(&mut out);
+        out.actions
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }

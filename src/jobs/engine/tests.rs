@@ -845,3 +845,31 @@ fn engine_state_serialises_mid_job() {
     assert_eq!(back.job, run.engine.state().job);
     assert_eq!(back.job.unwrap().key.job_id, "j1");
 }
+
+#[test]
+fn a_restored_engine_resends_its_pending_status_and_reruns_only_the_interrupted_step() {
+    let mut run = start_job(config(), "j1", three_steps());
+    run.accept(3);
+    run.feed(Input::StepFinished(ok()));
+    // Saved while step 2 runs, with its progress update waiting for the cooldown.
+    let saved: EngineState =
+        serde_json::from_str(&serde_json::to_string(run.engine.state()).unwrap()).unwrap();
+
+    let mut engine = Engine::restore(config(), saved);
+    assert!(engine.state().timers.armed().next().is_none());
+    let actions = engine.resume_step();
+    assert_eq!(
+        started_steps(&actions),
+        ["2/3 B"],
+        "step A is not run again"
+    );
+    assert!(published(&actions).is_empty(), "offline until Connected");
+    let actions = engine.handle(Input::Connected);
+    let sent = published(&actions);
+    assert_eq!(sent[0].topic, format!("{PREFIX}/j1/update"));
+    assert_eq!(sent[0].body["statusDetails"], json!({"step": "2/3 B"}));
+    assert_eq!(sent[0].body["expectedVersion"], 3);
+    assert_eq!(sent[1].topic, format!("{PREFIX}/start-next"));
+    // Resuming twice starts nothing more.
+    assert!(started_steps(&engine.resume_step()).is_empty());
+}
