@@ -344,7 +344,11 @@ fn read_pid(path: &Path) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_step_job_reports_in_progress_then_succeeded_with_the_stdout_tail() {
-    let mut s = Stack::start(Options::default()).await;
+    let mut s = Stack::start(Options {
+        jobs: "step_timeout_minutes = 5".into(),
+        ..Default::default()
+    })
+    .await;
     s.handler(
         "step.sh",
         "shift; echo \"step $1 as '$IOTJOBS_STEP' for $IOTJOBS_THING_NAME\"",
@@ -372,6 +376,7 @@ async fn a_three_step_job_reports_in_progress_then_succeeded_with_the_stdout_tai
     let first = &s.updates[0].1;
     assert_eq!(first["statusDetails"]["step"], "1/3 Download");
     assert!(first["expectedVersion"].is_i64());
+    assert_eq!(first["stepTimeoutInMinutes"], 5, "the service's step timer is refreshed");
     assert_eq!(s.service_status("three-steps").await, "SUCCEEDED");
 }
 
