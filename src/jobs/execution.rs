@@ -18,11 +18,12 @@
 
 use super::status_details::{self, StatusDetailsError};
 use super::wire::{
-    ErrorCode, ErrorResponse, JobExecution, JobExecutionState, JobExecutionStatus,
-    JobExecutionSummary, StartNextPendingJobExecutionRequest, StatusDetails,
-    UpdateJobExecutionRequest,
+    ErrorCode, ErrorResponse, GetPendingJobExecutionsResponse, JobExecution, JobExecutionState,
+    JobExecutionStatus, JobExecutionSummary, JobExecutionsChangedEvent,
+    StartNextPendingJobExecutionRequest, StatusDetails, UpdateJobExecutionRequest,
 };
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 use JobExecutionStatus as S;
 
@@ -433,6 +434,61 @@ pub fn apply_service(
     })
 }
 
+/// AWS's default cap on executions listed by `get` and `notify` (15 with scheduling).
+pub const DEFAULT_PENDING_LIMIT: usize = 10;
+
+/// The pending list in AWS's order: IN_PROGRESS first, then QUEUED, each by `queuedAt`, ties
+/// kept in input order (give records in creation order), terminal ones dropped, at most
+/// `limit`. Input: (job id, record).
+pub fn pending_list<'a>(
+    records: impl IntoIterator<Item = (&'a str, &'a ExecutionRecord)>,
+    limit: usize,
+) -> Vec<(&'a str, &'a ExecutionRecord)> {
+    let mut pending: Vec<_> = records
+        .into_iter()
+        .filter_map(|(id, r)| r.pending_order().map(|k| (k, id, r)))
+        .collect();
+    pending.sort_by_key(|(k, _, _)| *k);
+    pending
+        .into_iter()
+        .take(limit)
+        .map(|(_, id, r)| (id, r))
+        .collect()
+}
+
+/// The `get/accepted` payload from [`pending_list`] output.
+pub fn get_pending_response(
+    pending: &[(&str, &ExecutionRecord)],
+    client_token: Option<String>,
+    timestamp: i64,
+) -> GetPendingJobExecutionsResponse {
+    let of = |st: JobExecutionStatus| {
+        pending
+            .iter()
+            .filter(|(_, r)| r.status == st)
+            .map(|(id, r)| r.summary(id))
+            .collect()
+    };
+    GetPendingJobExecutionsResponse {
+        in_progress_jobs: of(S::InProgress),
+        queued_jobs: of(S::Queued),
+        timestamp,
+        client_token,
+    }
+}
+
+/// The `notify` payload from [`pending_list`] output (`"jobs": {}` when nothing is pending).
+pub fn jobs_changed_event(
+    pending: &[(&str, &ExecutionRecord)],
+    timestamp: i64,
+) -> JobExecutionsChangedEvent {
+    let mut jobs: BTreeMap<JobExecutionStatus, Vec<JobExecutionSummary>> = BTreeMap::new();
+    for (id, r) in pending {
+        jobs.entry(r.status).or_default().push(r.summary(id));
+    }
+    JobExecutionsChangedEvent { jobs, timestamp }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,6 +754,43 @@ mod tests {
             .collect::<Vec<_>>();
         v.sort();
         assert_eq!(v.iter().map(|(_, q)| *q).collect::<Vec<_>>(), [50, 5, 9]);
+    }
+
+    #[test]
+    fn pending_lists_follow_aws_order_and_cap() {
+        let mut recs: Vec<(String, ExecutionRecord)> = Vec::new();
+        // Created in this order; queuedAt ties broken by creation order.
+        for (id, queued_at, st) in [
+            ("q-late", 30, S::Queued),
+            ("done", 1, S::Succeeded),
+            ("q-early", 10, S::Queued),
+            ("q-tie", 30, S::Queued),
+            ("ip", 50, S::InProgress),
+        ] {
+            let mut r = ExecutionRecord::queued(1, None, queued_at);
+            r.status = st;
+            recs.push((id.into(), r));
+        }
+        let view = || recs.iter().map(|(id, r)| (id.as_str(), r));
+        let all = pending_list(view(), DEFAULT_PENDING_LIMIT);
+        let ids: Vec<_> = all.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, ["ip", "q-early", "q-late", "q-tie"]);
+        let capped = pending_list(view(), 2);
+        assert_eq!(capped.len(), 2);
+
+        let get = get_pending_response(&all, Some("t".into()), 99);
+        assert_eq!(get.in_progress_jobs.len(), 1);
+        let queued: Vec<_> = get.queued_jobs.iter().map(|s| s.job_id.as_str()).collect();
+        assert_eq!(queued, ["q-early", "q-late", "q-tie"]);
+        let ev = jobs_changed_event(&all, 99);
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap()["jobs"]["QUEUED"][0]["jobId"],
+            "q-early"
+        );
+        assert_eq!(
+            serde_json::to_value(jobs_changed_event(&[], 5)).unwrap(),
+            serde_json::json!({"jobs": {}, "timestamp": 5})
+        );
     }
 
     #[test]

@@ -282,6 +282,26 @@ mod tests {
     }
 
     #[test]
+    fn sanitize_output_always_validates_on_random_input() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let alphabet = [
+            'a', 'Z', '9', ':', ' ', '\n', '\t', '\0', '\u{7f}', '\u{200b}', 'é', '€', '😀',
+            '\u{e000}', '\u{ffff}',
+        ];
+        let mut text = |max: usize| -> String {
+            let n = rng.usize(0..max);
+            (0..n)
+                .map(|_| alphabet[rng.usize(0..alphabet.len())])
+                .collect()
+        };
+        for _ in 0..300 {
+            let m: StatusDetails = (0..14).map(|_| (text(140), text(1500))).collect();
+            let clean = sanitize(&m);
+            assert_eq!(validate(&clean), Ok(()), "{m:?}");
+        }
+    }
+
+    #[test]
     fn sanitize_key_replaces_and_cuts() {
         assert_eq!(sanitize_key("my key.x").as_deref(), Some("my_key_x"));
         assert_eq!(sanitize_key("").as_deref(), None);

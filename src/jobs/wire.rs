@@ -352,6 +352,16 @@ pub struct JobExecutionsChangedEvent {
     pub timestamp: i64,
 }
 
+impl JobExecutionsChangedEvent {
+    /// Where `job_id` appears in the pending lists, if it does. A daemon whose running job is
+    /// absent from a `notify` knows the job was cancelled, timed out or deleted.
+    pub fn find(&self, job_id: &str) -> Option<(JobExecutionStatus, &JobExecutionSummary)> {
+        self.jobs
+            .iter()
+            .find_map(|(st, list)| list.iter().find(|s| s.job_id == job_id).map(|s| (*st, s)))
+    }
+}
+
 /// `notify-next` (NextJobExecutionChanged): the new head, or no `execution` when none is left.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -512,6 +522,17 @@ mod tests {
         assert_eq!(e.jobs[&JobExecutionStatus::Queued][0].job_id, "job2");
         let none: JobExecutionsChangedEvent = round_trip(json!({"timestamp": 9, "jobs": {}}));
         assert!(none.jobs.is_empty());
+    }
+
+    #[test]
+    fn notify_find() {
+        let e: JobExecutionsChangedEvent = serde_json::from_value(json!({"timestamp": 1,
+            "jobs": {"QUEUED": [{"jobId":"a","queuedAt":1,"lastUpdatedAt":1,"versionNumber":1,
+                "executionNumber":4}]}}))
+        .unwrap();
+        let (st, s) = e.find("a").unwrap();
+        assert_eq!((st, s.execution_number), (JobExecutionStatus::Queued, 4));
+        assert!(e.find("b").is_none());
     }
 
     #[test]

@@ -72,11 +72,20 @@ impl DocumentError {
 /// Every problem found in a document (never empty). Displays as one line, suitable for the
 /// REJECTED `statusDetails.reason` (the daemon still cuts it to 1024 characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DocumentErrors(pub Vec<DocumentError>);
+pub struct DocumentErrors(Vec<DocumentError>);
 
 impl DocumentErrors {
+    /// `None` when `errors` is empty (there is then nothing to report).
+    pub fn new(errors: Vec<DocumentError>) -> Option<Self> {
+        (!errors.is_empty()).then_some(DocumentErrors(errors))
+    }
+
     pub fn first(&self) -> &DocumentError {
         &self.0[0]
+    }
+
+    pub fn errors(&self) -> &[DocumentError] {
+        &self.0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &DocumentError> {

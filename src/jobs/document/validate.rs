@@ -44,10 +44,11 @@ pub(super) fn plan(doc: &Value) -> Result<JobPlan, Errors> {
     };
     match plan {
         Some(plan) if errs.is_empty() => Ok(plan),
-        _ => {
-            debug_assert!(!errs.is_empty());
-            Err(errs)
-        }
+        _ if errs.is_empty() => Err(vec![invalid(
+            "jobDocument".into(),
+            "could not be read".to_owned(),
+        )]),
+        _ => Err(errs),
     }
 }
 
@@ -279,6 +280,11 @@ fn check_args(obj: Obj<'_>, args: &[String], errs: &mut Errors) {
 fn command_kind(input: Obj<'_>, errs: &mut Errors) -> Option<StepKind> {
     let path = input.path_of("command");
     let command = input.req_str("command", errs)?;
+    let before = errs.len();
+    check_text(&path, command, errs);
+    if errs.len() > before {
+        return None;
+    }
     let argv = split_command(command);
     let Some(first) = argv.first() else {
         errs.push(invalid(
@@ -298,14 +304,9 @@ fn command_kind(input: Obj<'_>, errs: &mut Errors) -> Option<StepKind> {
         ));
         return None;
     }
-    let before = errs.len();
-    for (i, word) in argv.iter().enumerate() {
-        check_text(&format!("{path} (word {})", i + 1), word, errs);
-    }
-    (errs.len() == before).then_some(StepKind::Command { argv })
+    Some(StepKind::Command { argv })
 }
 
-/// `runAsUser`: `None` when absent or empty; otherwise something that can be a user name.
 fn run_as_user(action: Obj<'_>, errs: &mut Errors) -> Option<Option<String>> {
     let before = errs.len();
     let user = action.opt_str("runAsUser", errs);
