@@ -83,3 +83,30 @@ pub struct StepRequest {
     pub run_as_user: Option<String>,
     pub timeout: Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_from_the_daemon_config() {
+        let mut jobs = JobsConfig {
+            allowed_users: vec!["alice".into()],
+            kill_grace_secs: 3,
+            max_open_files: 256,
+            ..JobsConfig::default()
+        };
+        jobs.allowed_handler_dirs = vec![PathBuf::from("/opt/handlers")];
+        let cfg = SandboxConfig::from_config(&jobs, &PathsConfig::default());
+        assert_eq!(
+            cfg.handler_dir,
+            PathBuf::from("/usr/libexec/iotjobsd/handlers")
+        );
+        assert_eq!(cfg.allowed_handler_dirs, [PathBuf::from("/opt/handlers")]);
+        assert_eq!(cfg.allowed_users, ["alice"]);
+        assert!(!cfg.handlers_switch_user);
+        assert_eq!(cfg.kill_grace, Duration::from_secs(3));
+        assert_eq!((cfg.max_open_files, cfg.max_processes), (256, 0));
+        assert_eq!(cfg.work_root, PathBuf::from("/var/lib/iotjobsd/jobs"));
+    }
+}

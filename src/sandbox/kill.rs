@@ -30,7 +30,10 @@ pub(crate) enum GroupStop {
 }
 
 /// The pids of live (not zombie) processes in process group `pgid`.
-pub fn live_group_members(pgid: i32) -> Vec<i32> {
+pub(crate) fn live_group_members(pgid: i32) -> Vec<i32> {
+    if pgid <= 1 {
+        return Vec::new();
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -57,6 +60,10 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
 }
 
 fn signal_group(pgid: i32, sig: Signal) {
+    // 0 would mean our own group and 1 is init's: never a step's group.
+    if pgid <= 1 {
+        return;
+    }
     // ESRCH (group already gone) is the expected race; nothing else can fail for a
     // group we created as root or as its owner.
     let _ = killpg(Pid::from_raw(pgid), sig);

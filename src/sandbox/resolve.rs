@@ -3,8 +3,9 @@
 //!
 //! A handler is trusted only if nobody but root or the daemon's user could have put it
 //! there: its directory must be allowed by configuration, the file must stay inside that
-//! directory after following symlinks, and neither the file nor any directory between it
-//! and the handler directory may be group- or world-writable or owned by someone else.
+//! directory after following symlinks, and neither the file, nor any directory between it
+//! and the handler directory, nor the handler directory or its ancestors may be group- or
+//! world-writable or owned by someone else (root-owned sticky directories excepted).
 
 use std::fs::Metadata;
 use std::io;
@@ -28,6 +29,7 @@ pub(crate) fn resolve_handler(
     }
     let dir = canonical_handler_dir(config, dir)?;
     check_dir(&dir, daemon_uid)?;
+    check_ancestors(&dir, daemon_uid)?;
 
     let path = dir.join(name);
     let target = std::fs::canonicalize(&path).map_err(|e| SandboxError::HandlerNotFound {
@@ -129,6 +131,26 @@ fn check_dir(dir: &Path, daemon_uid: u32) -> Result<(), SandboxError> {
         });
     }
     check_trusted(dir, &meta, "handler directory", daemon_uid)
+}
+
+/// Whoever can rename an ancestor of the handler directory can swap the directory, so
+/// every ancestor must be trusted too (as sshd's StrictModes). A sticky directory owned
+/// by root (like /tmp) is fine although world-writable: there only an entry's owner can
+/// rename it, and the entry below is checked itself.
+fn check_ancestors(dir: &Path, daemon_uid: u32) -> Result<(), SandboxError> {
+    for ancestor in dir.ancestors().skip(1) {
+        let meta = metadata(ancestor, "parent directory")?;
+        let sticky_root = meta.uid() == 0 && meta.permissions().mode() & 0o1000 != 0;
+        if !sticky_root {
+            check_trusted(
+                ancestor,
+                &meta,
+                "parent directory of the handler directory",
+                daemon_uid,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn check_trusted(
