@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use common::*;
+use iotjobs::local::broker::BrokerEvent;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -24,6 +25,17 @@ struct Device {
 
 impl Device {
     fn new(ca: &TestCa, dir: tempfile::TempDir, thing: &str, port: u16) -> Device {
+        Self::with_root_ca(ca, dir, thing, port, true)
+    }
+
+    /// `root_ca = false` leaves mqtt.root_ca unset: the system trust store is used.
+    fn with_root_ca(
+        ca: &TestCa,
+        dir: tempfile::TempDir,
+        thing: &str,
+        port: u16,
+        root_ca: bool,
+    ) -> Device {
         let root = dir.path();
         let ca_path = ca.write_ca(root, "ca");
         let (cert, key) = ca.write_device(root, thing);
@@ -38,7 +50,7 @@ port = {port}
 thing_name = "{thing}"
 cert = "{cert}"
 key = "{key}"
-root_ca = "{ca}"
+{root_ca_line}
 reconnect_min_secs = 1
 reconnect_max_secs = 2
 
@@ -55,7 +67,11 @@ runtime_dir = "{root}/run"
 "#,
             cert = cert.display(),
             key = key.display(),
-            ca = ca_path.display(),
+            root_ca_line = if root_ca {
+                format!("root_ca = \"{}\"", ca_path.display())
+            } else {
+                String::new()
+            },
             root = root.display(),
         );
         std::fs::write(&config, text).unwrap();
@@ -143,31 +159,35 @@ fn notify_socket(dir: &Path) -> (UnixDatagram, PathBuf) {
 
 #[test]
 fn sigterm_disconnects_cleanly_notifies_systemd_and_holds_the_lock() {
-    if !have_mosquitto() {
-        return;
-    }
-    let broker_dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("Test Root CA");
-    let mut broker = Mosquitto::start(&ca, broker_dir.path(), free_port());
-    let device = Device::new(&ca, tempfile::tempdir().unwrap(), "gw-1", broker.port);
+    // The embedded broker runs on its own runtime threads; the test thread blocks.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ca = TestCa::new();
+    let broker = rt.block_on(start_broker(&ca, None));
+    let mut broker_events = broker.events();
+    let port = broker.tls_addr().unwrap().port();
+    let device = Device::new(&ca, tempfile::tempdir().unwrap(), "gw-1", port);
     let (socket, socket_path) = notify_socket(device.dir.path());
 
     let mut daemon = device
         .command()
         .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
         .spawn()
         .unwrap();
     let _output = capture(&mut daemon);
     let mut notes = Vec::new();
     wait_notify(&socket, "READY=1", &mut notes);
-    broker.wait_for_line("daemon connected", |l| {
-        l.contains("New client connected") && l.contains(" as gw-1 ")
-    });
+    rt.block_on(next_matching(
+        &mut broker_events,
+        "daemon connected",
+        |e| matches!(e, BrokerEvent::Connected { client_id } if client_id == "gw-1"),
+    ));
     wait_notify(
         &socket,
-        &format!("STATUS=connected to localhost:{} as gw-1", broker.port),
+        &format!("STATUS=connected to localhost:{port} as gw-1"),
         &mut notes,
     );
+    wait_notify(&socket, "WATCHDOG=1", &mut notes);
 
     // A second instance on the same runtime directory refuses to start.
     let mut second = device.command().spawn().unwrap();
@@ -186,16 +206,49 @@ fn sigterm_disconnects_cleanly_notifies_systemd_and_holds_the_lock() {
     let status = wait_exit(daemon, "iotjobsd after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     wait_notify(&socket, "STOPPING=1", &mut notes);
+    let event = rt.block_on(next_matching(
+        &mut broker_events,
+        "daemon disconnect",
+        |e| matches!(e, BrokerEvent::Disconnected { client_id, .. } if client_id == "gw-1"),
+    ));
+    assert_eq!(
+        event,
+        BrokerEvent::Disconnected {
+            client_id: "gw-1".into(),
+            clean: true
+        },
+        "the broker saw an MQTT DISCONNECT, not a dropped socket"
+    );
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn sigterm_gives_mosquitto_a_clean_disconnect() {
+    if !have_mosquitto() {
+        return;
+    }
+    let broker_dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut broker = Mosquitto::start(&ca, broker_dir.path(), free_port());
+    let device = Device::new(&ca, tempfile::tempdir().unwrap(), "gw-2", broker.port);
+    let mut daemon = device.command().spawn().unwrap();
+    let _output = capture(&mut daemon);
+    broker.wait_for_line("daemon connected", |l| {
+        l.contains("New client connected") && l.contains(" as gw-2 ")
+    });
+    kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_exit(daemon, "iotjobsd after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
     // mosquitto says "disconnected." only for a DISCONNECT packet; an abrupt close is
     // "closed its connection".
     broker.wait_for_line("clean disconnect", |l| {
-        l.contains("Client gw-1 disconnected.")
+        l.contains("Client gw-2 disconnected.")
     });
     assert!(
         !broker
             .drain()
             .iter()
-            .any(|l| l.contains("gw-1 closed its connection")),
+            .any(|l| l.contains("gw-2 closed its connection")),
         "abrupt close seen"
     );
 }
@@ -232,4 +285,33 @@ fn invalid_configuration_lists_every_problem_and_exits_1() {
         !dir.path().join("run").join("iotjobsd.lock").exists(),
         "an invalid configuration must not take the lock"
     );
+}
+
+#[test]
+fn without_root_ca_the_system_trust_store_is_used() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ca = TestCa::new();
+    let broker = rt.block_on(start_broker(&ca, None));
+    let port = broker.tls_addr().unwrap().port();
+    let device = Device::with_root_ca(&ca, tempfile::tempdir().unwrap(), "gw-3", port, false);
+    let (socket, socket_path) = notify_socket(device.dir.path());
+    // rustls-native-certs reads the system store from SSL_CERT_FILE when it is set,
+    // which lets the test stand in for /etc/ssl/certs.
+    let mut daemon = device
+        .command()
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("SSL_CERT_FILE", device.dir.path().join("ca.pem"))
+        .env_remove("SSL_CERT_DIR")
+        .spawn()
+        .unwrap();
+    let _output = capture(&mut daemon);
+    let mut notes = Vec::new();
+    wait_notify(
+        &socket,
+        &format!("STATUS=connected to localhost:{port} as gw-3"),
+        &mut notes,
+    );
+    kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(wait_exit(daemon, "iotjobsd").success());
+    rt.block_on(broker.shutdown());
 }

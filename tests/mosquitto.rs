@@ -26,7 +26,7 @@ async fn mutual_tls_subscribe_publish_and_reconnect_after_broker_restart() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("Test Root CA");
+    let ca = TestCa::new();
     let ca_path = ca.write_ca(dir.path(), "ca");
     let mut broker = Mosquitto::start(&ca, dir.path(), free_port());
 
@@ -114,9 +114,9 @@ async fn wrong_root_ca_gives_a_clear_error_and_no_connection() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("Test Root CA");
+    let ca = TestCa::new();
     let mut broker = Mosquitto::start(&ca, dir.path(), free_port());
-    let other_ca = TestCa::new("Some Other CA");
+    let other_ca = TestCa::new();
     let wrong = other_ca.write_ca(dir.path(), "wrong-ca");
 
     let cfg = device_config(&ca, dir.path(), "T-wrong-ca", broker.port, &wrong);

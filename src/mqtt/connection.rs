@@ -133,16 +133,17 @@ impl Connection {
                 tokio::pin!(poll);
                 loop {
                     let can_publish = self.can_publish();
+                    // Once stopping, nothing more is read (a closed channel would
+                    // otherwise be ready forever).
+                    let accepting = self.stopping.is_empty();
                     let deadline = self.stop_deadline;
                     tokio::select! {
                         // Kept alive across iterations and dropped only to stop, so
                         // rumqttc is never interrupted mid-write.
                         event = &mut poll => break Some(event),
                         // Cancel-safe: mpsc recv loses nothing when another branch wins.
-                        command = control.recv() => {
-                            if self.on_control(command, &client) == Flow::Stop {
-                                break None;
-                            }
+                        command = control.recv(), if accepting => {
+                            self.on_control(command, &client);
                         }
                         // Cancel-safe as above; only read while we may hand it over.
                         Some(request) = requests.recv(), if can_publish => {
@@ -236,16 +237,14 @@ impl Connection {
         }
     }
 
-    fn on_control(&mut self, command: Option<Control>, client: &AsyncClient) -> Flow {
-        if !self.is_connected() {
-            return self.on_control_offline(command);
-        }
+    /// Commands while a connection attempt or a connection is under way.
+    fn on_control(&mut self, command: Option<Control>, client: &AsyncClient) {
         match command {
             Some(Control::Subscribe {
                 filters,
                 sink,
                 done,
-            }) => {
+            }) if self.is_connected() => {
                 self.register(filters.clone(), sink, Some(client));
                 let group = self.new_group(GroupKind::Caller(done));
                 if let Err(err) = self.send_subscribes(group, &filters, client) {
@@ -257,31 +256,42 @@ impl Connection {
                         let _ = done.send(Err(err));
                     }
                 }
-                Flow::Continue
             }
-            Some(Control::Disconnect { done }) => {
-                self.begin_disconnect(done, client);
-                Flow::Continue
+            Some(Control::Subscribe {
+                filters,
+                sink,
+                done,
+            }) => {
+                self.register(filters, sink, Some(client));
+                let _ = done.send(Ok(()));
             }
+            Some(Control::Disconnect { done }) => self.begin_disconnect(done, client),
             None => {
                 let (done, _) = oneshot::channel();
                 self.begin_disconnect(done, client);
-                Flow::Continue
             }
         }
     }
 
+    /// Starts a clean stop. During a connection attempt we let it finish (bounded by
+    /// the deadline) so that a broker which already accepted us gets a DISCONNECT
+    /// instead of a dropped socket.
     fn begin_disconnect(&mut self, done: oneshot::Sender<()>, client: &AsyncClient) {
         if self.stopping.is_empty() {
-            info!("disconnecting from MQTT broker");
-            if client.try_disconnect().is_err() {
-                // Cannot queue DISCONNECT: close at once instead of waiting.
-                self.stop_deadline = Some(Instant::now());
-            } else {
-                self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
+            info!("disconnecting from the MQTT broker");
+            self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
+            if self.is_connected() {
+                self.send_disconnect(client);
             }
         }
         self.stopping.push(done);
+    }
+
+    fn send_disconnect(&mut self, client: &AsyncClient) {
+        if client.try_disconnect().is_err() {
+            // Cannot queue DISCONNECT: close at once instead of waiting.
+            self.stop_deadline = Some(Instant::now());
+        }
     }
 
     fn register(
@@ -395,6 +405,14 @@ impl Connection {
             s.host, s.port, s.client_id
         );
         self.attempt = 1;
+        if !self.stopping.is_empty() {
+            // Asked to stop while connecting: leave cleanly, skip the set-up.
+            self.link = Link::Online {
+                since: Instant::now(),
+            };
+            self.send_disconnect(client);
+            return;
+        }
         if !session_present {
             // rumqttc dropped what the broker had not acked: hand it over again.
             for publish in self.publishes.session_lost() {

@@ -20,6 +20,9 @@
 //!   across restarts. A caller that must not wait wraps the call in a timeout; the
 //!   message may still be delivered later. At shutdown pending publishes fail with
 //!   [`MqttError::Shutdown`].
+//! - A message is delivered once to every [`Subscription`] with a matching filter. Keep
+//!   one client's filters disjoint: MQTT 3.1.1 lets a broker send one copy per matching
+//!   subscription (rmqtt does), and each copy is routed.
 //! - Connection state changes are broadcast as [`MqttEvent`]s and mirrored in a
 //!   [`ConnectionState`] watch (for `STATUS=`).
 

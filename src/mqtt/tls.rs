@@ -113,3 +113,120 @@ fn system_roots() -> Result<RootCertStore, MqttError> {
     }
     Ok(roots)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair};
+
+    struct Files {
+        _dir: tempfile::TempDir,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        other_key: std::path::PathBuf,
+        ca: std::path::PathBuf,
+    }
+
+    fn files() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["device".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        Files {
+            cert: write("cert.pem", &cert.pem()),
+            key: write("key.pem", &key.serialize_pem()),
+            other_key: write("other.pem", &KeyPair::generate().unwrap().serialize_pem()),
+            ca: write("ca.pem", &cert.pem()),
+            _dir: dir,
+        }
+    }
+
+    fn tls(f: &Files, key: &Path, port: u16) -> Result<ClientConfig, MqttError> {
+        client_config(
+            TlsFiles {
+                cert: &f.cert,
+                key,
+                root_ca: Some(&f.ca),
+            },
+            port,
+        )
+    }
+
+    #[test]
+    fn alpn_only_on_port_443() {
+        let f = files();
+        let on_443 = tls(&f, &f.key, 443).unwrap();
+        assert_eq!(on_443.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
+        let on_8883 = tls(&f, &f.key, 8883).unwrap();
+        assert!(on_8883.alpn_protocols.is_empty());
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_the_certificate_is_refused() {
+        let f = files();
+        let err = tls(&f, &f.other_key, 8883).unwrap_err();
+        assert_eq!(err.kind(), "tls", "{err}");
+        assert!(err.to_string().contains("mqtt.key"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_and_unparsable_files_name_the_setting_and_path() {
+        let f = files();
+        let missing = f.cert.with_file_name("nope.pem");
+        let err = tls(&f, &missing, 8883).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read mqtt.key file {}", missing.display())),
+            "{err}"
+        );
+        // A certificate where the key should be: no key material to find.
+        let err = tls(&f, &f.cert, 8883).unwrap_err();
+        assert_eq!(err.kind(), "bad_pem", "{err}");
+        assert!(err.to_string().starts_with("mqtt.key file"), "{err}");
+        // A key where the CA should be: no certificate in it.
+        let err = client_config(
+            TlsFiles {
+                cert: &f.cert,
+                key: &f.key,
+                root_ca: Some(&f.key),
+            },
+            8883,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "mqtt.root_ca file {} is not usable: no CERTIFICATE block found",
+                f.key.display()
+            )
+        );
+    }
+
+    #[test]
+    fn errors_never_contain_key_material() {
+        let f = files();
+        let key_text = std::fs::read_to_string(&f.key).unwrap();
+        let body: String = key_text.lines().nth(1).unwrap().to_string();
+        for err in [
+            tls(&f, &f.other_key, 8883).unwrap_err(),
+            client_config(
+                TlsFiles {
+                    cert: &f.key,
+                    key: &f.key,
+                    root_ca: None,
+                },
+                8883,
+            )
+            .unwrap_err(),
+        ] {
+            assert!(!format!("{err} {err:?}").contains(&body), "{err}");
+        }
+    }
+}

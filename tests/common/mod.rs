@@ -9,70 +9,50 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use iotjobs::config::MqttConfig;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use iotjobs::local::pki::{IssuedCert, Pki};
 
 /// Generous upper bound for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A certificate authority that can issue server and device certificates.
+/// A certificate authority (the local service's PKI) that writes PEM files for tests.
 pub struct TestCa {
-    pub cert_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    pub pki: Pki,
 }
 
 impl TestCa {
-    pub fn new(name: &str) -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
+    pub fn new() -> TestCa {
         TestCa {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
+            pki: Pki::ephemeral().unwrap(),
         }
     }
 
-    fn issue(&self, cn: &str, sans: Vec<String>, server: bool) -> (String, String) {
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Writes `server.pem`/`server.key` for localhost and 127.0.0.1 into `dir`.
+    /// Writes `server.pem`/`server.key` for localhost, 127.0.0.1 and ::1 into `dir`.
     pub fn write_server(&self, dir: &Path) -> (PathBuf, PathBuf) {
-        let (cert, key) = self.issue(
-            "localhost",
-            vec!["localhost".into(), "127.0.0.1".into()],
-            true,
-        );
-        write_pair(dir, "server", &cert, &key)
+        let issued = self.pki.issue_loopback_server_cert().unwrap();
+        write_issued(dir, "server", &issued)
     }
 
     /// Writes `<thing>.pem`/`<thing>.key` (CN = thing name) into `dir`.
     pub fn write_device(&self, dir: &Path, thing: &str) -> (PathBuf, PathBuf) {
-        let (cert, key) = self.issue(thing, Vec::new(), false);
-        write_pair(dir, thing, &cert, &key)
+        let issued = self.pki.issue_device_cert(thing).unwrap();
+        write_issued(dir, thing, &issued)
     }
 
     /// Writes the CA certificate as `<name>.pem` into `dir`.
     pub fn write_ca(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(format!("{name}.pem"));
-        std::fs::write(&path, &self.cert_pem).unwrap();
+        std::fs::write(&path, self.pki.ca_cert_pem()).unwrap();
         path
     }
+}
+
+pub fn write_issued(dir: &Path, name: &str, issued: &IssuedCert) -> (PathBuf, PathBuf) {
+    write_pair(
+        dir,
+        name,
+        &issued.certificate_pem,
+        &issued.key_pair.private_key,
+    )
 }
 
 fn write_pair(dir: &Path, name: &str, cert: &str, key: &str) -> (PathBuf, PathBuf) {
@@ -265,5 +245,37 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Starts the embedded broker with `ca`'s loopback server certificate on `addr`
+/// (`None`: a free port).
+pub async fn start_broker(
+    ca: &TestCa,
+    addr: Option<std::net::SocketAddr>,
+) -> iotjobs::local::broker::BrokerHandle {
+    use iotjobs::local::broker::{Broker, BrokerConfig};
+    let mut config = BrokerConfig::from_pki(&ca.pki).unwrap().on_free_port();
+    if let Some(addr) = addr {
+        config.tls_addr = Some(addr);
+    }
+    Broker::start(config).await.unwrap()
+}
+
+/// `[mqtt]` for the local service's own identity (it may publish on any thing's topics).
+pub fn service_config(ca: &TestCa, dir: &Path, port: u16, root_ca: &Path) -> MqttConfig {
+    let issued = ca.pki.issue_service_cert().unwrap();
+    let (cert, key) = write_issued(dir, "service", &issued);
+    MqttConfig {
+        endpoint: Some("localhost".into()),
+        port,
+        thing_name: Some("jobs-service".into()),
+        client_id: Some(iotjobs::local::pki::SERVICE_IDENTITY.into()),
+        cert: Some(cert),
+        key: Some(key),
+        root_ca: Some(root_ca.to_path_buf()),
+        reconnect_min_secs: 1,
+        reconnect_max_secs: 2,
+        ..MqttConfig::default()
     }
 }
