@@ -1292,18 +1292,10 @@ mod e2e {
 
         let clock = ManualClock::new(Timestamp::from_secs(T0));
         let shutdown = CancellationToken::new();
-        let tls = pki
-            .client_tls_config(&pki.issue_service_cert().unwrap())
-            .unwrap();
         let mut svc = task::spawn(
             JobsService::new(Store::open(&db).unwrap(), ServiceConfig::default()),
             Arc::new(clock.clone()),
-            Some(BrokerConnection {
-                host: "127.0.0.1".into(),
-                port,
-                client_id: SERVICE_IDENTITY.into(),
-                tls: Some(tls),
-            }),
+            Some(service_connection(&pki, port)),
             shutdown.clone(),
         );
         tokio::time::timeout(WAIT, svc.subscribed.wait_for(|s| *s))
@@ -1403,4 +1395,213 @@ mod e2e {
             JobStatus::Completed
         );
     }
+
+    fn service_connection(pki: &Pki, port: u16) -> BrokerConnection {
+        BrokerConnection {
+            host: "127.0.0.1".into(),
+            port,
+            client_id: SERVICE_IDENTITY.into(),
+            tls: Some(
+                pki.client_tls_config(&pki.issue_service_cert().unwrap())
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// The service reconnects and subscribes again after the broker went away and came back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn service_resubscribes_after_a_broker_restart() {
+        let pki = Pki::ephemeral().unwrap();
+        let mut cfg = BrokerConfig::from_pki(&pki).unwrap().on_free_port();
+        let broker = Broker::start(cfg.clone()).await.unwrap();
+        let addr = broker.tls_addr().unwrap();
+        let clock = ManualClock::new(Timestamp::from_secs(T0));
+        let shutdown = CancellationToken::new();
+        let core = JobsService::new(Store::open_in_memory().unwrap(), ServiceConfig::default());
+        let mut svc = task::spawn(
+            core,
+            Arc::new(clock.clone()),
+            Some(service_connection(&pki, addr.port())),
+            shutdown.clone(),
+        );
+        let wait = |rx: &mut tokio::sync::watch::Receiver<bool>, want: bool| {
+            let mut rx = rx.clone();
+            async move {
+                tokio::time::timeout(WAIT, rx.wait_for(|s| *s == want))
+                    .await
+                    .expect("subscription state never changed")
+                    .unwrap();
+            }
+        };
+        wait(&mut svc.subscribed, true).await;
+        broker.shutdown().await;
+        wait(&mut svc.subscribed, false).await;
+        cfg.tls_addr = Some(addr);
+        let broker = Broker::start(cfg).await.unwrap();
+        wait(&mut svc.subscribed, true).await;
+
+        let mut dev = Device::connect(&pki, addr.port(), "t9").await;
+        dev.subscribe_all("t9").await;
+        dev.publish("$aws/things/t9/jobs/get", json!({"clientToken": "after"}))
+            .await;
+        let acc = dev
+            .on("$aws/things/t9/jobs/get/accepted", &mut Vec::new())
+            .await;
+        assert_eq!(
+            acc,
+            json!({"inProgressJobs": [], "queuedJobs": [], "timestamp": T0, "clientToken": "after"})
+        );
+        shutdown.cancel();
+        tokio::time::timeout(WAIT, svc.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        broker.shutdown().await;
+    }
+
+    /// Without a broker the task still serves commands and device requests (the HTTP data
+    /// plane path), and gives the core back on shutdown.
+    #[tokio::test]
+    async fn commands_without_a_broker() {
+        let shutdown = CancellationToken::new();
+        let clock = ManualClock::new(Timestamp::from_secs(T0));
+        let core = JobsService::new(Store::open_in_memory().unwrap(), ServiceConfig::default());
+        let svc = task::spawn(core, Arc::new(clock), None, shutdown.clone());
+        let h = svc.handle.clone();
+        let thing = NewThing {
+            name: "t1".into(),
+            ..Default::default()
+        };
+        h.request(|r| Command::CreateThing(thing, r)).await.unwrap();
+        let job = NewJob {
+            job_id: "j".into(),
+            targets: vec!["arn:aws:iot:us-east-1:123456789012:thing/t1".into()],
+            document: "{}".into(),
+            ..Default::default()
+        };
+        h.request(|r| Command::CreateJob(Box::new(job), r))
+            .await
+            .unwrap();
+        let e = h
+            .request(|r| Command::DescribeJob("nope".into(), r))
+            .await
+            .unwrap_err();
+        assert_eq!(e.aws_error_type(), "ResourceNotFoundException");
+        let out = h
+            .device_request("$aws/things/t1/jobs/start-next", b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(out[0].payload["execution"]["status"], "IN_PROGRESS");
+        let execs = h
+            .request(|r| Command::ListJobExecutionsForThing {
+                thing: "t1".into(),
+                status: None,
+                job_id: None,
+                reply: r,
+            })
+            .await
+            .unwrap();
+        assert_eq!(execs.len(), 1);
+        assert_eq!(execs[0].exec.version_number, 2);
+
+        shutdown.cancel();
+        let core = svc.task.await.unwrap().unwrap();
+        assert!(core.describe_job("j").is_ok());
+        // The task is gone: requests fail instead of hanging.
+        let e = h.request(Command::ListThings).await.unwrap_err();
+        assert_eq!(e.aws_error_type(), "ServiceUnavailableException");
+    }
+}
+
+/// Presigned-S3 placeholders are resolved only when the document goes to a device.
+#[test]
+fn presigned_placeholders_resolved_on_mqtt_only() {
+    let cfg = ServiceConfig {
+        presigned_url_base: Some("http://127.0.0.1:8080/s3".into()),
+        ..Default::default()
+    };
+    let mut svc = JobsService::new(Store::open_in_memory().unwrap(), cfg);
+    add_thing(&mut svc, "t1");
+    let placeholder = "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/bucket/fw/v2.bin}";
+    let mut job = new_job("fw", &[thing_arn("t1")]);
+    job.document = json!({"url": placeholder}).to_string();
+    job.configs.presigned_url_config =
+        Some(json!({"roleArn": "arn:aws:iam::123456789012:role/R", "expiresInSec": 600}));
+    let c = svc.create_job(at(1), job).unwrap();
+    assert_eq!(
+        c.messages[1].payload["execution"]["jobDocument"]["url"],
+        format!(
+            "http://127.0.0.1:8080/s3/bucket/fw/v2.bin?X-Expires={}",
+            T0 + 601
+        )
+    );
+    let m = device(&mut svc, 10, "$aws/things/t1/jobs/start-next", json!({}));
+    assert_eq!(
+        m[0].payload["execution"]["jobDocument"]["url"],
+        format!(
+            "http://127.0.0.1:8080/s3/bucket/fw/v2.bin?X-Expires={}",
+            T0 + 610
+        )
+    );
+    // The control plane sees the stored document, placeholder intact.
+    let stored: Value =
+        serde_json::from_str(&svc.describe_job("fw").unwrap().job.document).unwrap();
+    assert_eq!(stored["url"], placeholder);
+}
+
+#[test]
+fn document_parameters_need_a_managed_template() {
+    let mut svc = service();
+    add_thing(&mut svc, "t1");
+    let mut job = new_job("j", &[thing_arn("t1")]);
+    job.document_parameters = Some([("a".to_owned(), "b".to_owned())].into());
+    let e = svc.create_job(at(1), job.clone()).unwrap_err();
+    assert_eq!(e.aws_error_type(), "InvalidRequestException");
+    job.job_template_arn = Some("arn:aws:iot:us-east-1:123456789012:jobtemplate/mine".into());
+    assert!(svc.create_job(at(1), job.clone()).is_err());
+    job.job_template_arn = Some("arn:aws:iot:us-east-1::jobtemplate/AWS-Reboot:1.0".into());
+    let j = svc.create_job(at(1), job).unwrap().value;
+    assert_eq!(j.document_parameters.unwrap()["a"], "b");
+}
+
+#[test]
+fn empty_payload_is_an_empty_request_and_own_output_is_ignored() {
+    let mut svc = service();
+    add_thing(&mut svc, "t1");
+    create_job(&mut svc, 1, "j", "t1");
+    let m = svc.handle_device_message(at(2), "$aws/things/t1/jobs/start-next", b"");
+    assert_eq!(m[0].topic, "$aws/things/t1/jobs/start-next/accepted");
+    assert_eq!(m[0].payload["execution"]["jobId"], "j");
+    // Replies and notifications come back on the service's own subscription: no answer.
+    for topic in [
+        "$aws/things/t1/jobs/start-next/accepted",
+        "$aws/things/t1/jobs/j/update/rejected",
+        "$aws/things/t1/jobs/notify",
+        "$aws/things/t1/jobs/notify-next",
+    ] {
+        assert!(
+            svc.handle_device_message(at(3), topic, b"{}").is_empty(),
+            "{topic}"
+        );
+    }
+}
+
+#[test]
+fn a_thing_joins_at_most_ten_groups() {
+    let mut svc = service();
+    add_thing(&mut svc, "t1");
+    for i in 0..11 {
+        add_group(&mut svc, &format!("g{i}"), None);
+    }
+    for i in 0..10 {
+        svc.add_thing_to_thing_group(at(1), &format!("g{i}"), "t1")
+            .unwrap();
+    }
+    let e = svc
+        .add_thing_to_thing_group(at(1), "g10", "t1")
+        .unwrap_err();
+    assert_eq!(e.aws_error_type(), "InvalidRequestException");
+    // Re-adding to a group it is already in is fine.
+    svc.add_thing_to_thing_group(at(1), "g3", "t1").unwrap();
 }

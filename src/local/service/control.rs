@@ -166,7 +166,12 @@ impl JobsService {
             ));
         }
         let timeout = timeout_minutes(&new.configs)?;
-        if new.document_parameters.is_some() && new.job_template_arn.is_none() {
+        // AWS managed template ARNs have an empty account: `arn:aws:iot:<region>::jobtemplate/..`.
+        let managed = new
+            .job_template_arn
+            .as_deref()
+            .is_some_and(|a| a.contains("::jobtemplate/"));
+        if new.document_parameters.is_some() && !managed {
             return Err(ServiceError::InvalidRequest(
                 "documentParameters need an AWS managed template jobTemplateArn".to_owned(),
             ));

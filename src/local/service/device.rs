@@ -11,9 +11,8 @@ use crate::jobs::status_details;
 use crate::jobs::topics::{self, JobRef, Operation, TopicKind};
 use crate::jobs::wire::{
     self, DescribeJobExecutionRequest, DescribeJobExecutionResponse, ErrorCode,
-    GetPendingJobExecutionsRequest, GetPendingJobExecutionsResponse, JobExecutionStatus,
-    StartNextPendingJobExecutionRequest, StartNextPendingJobExecutionResponse,
-    UpdateJobExecutionRequest, UpdateJobExecutionResponse,
+    GetPendingJobExecutionsRequest, StartNextPendingJobExecutionRequest,
+    StartNextPendingJobExecutionResponse, UpdateJobExecutionRequest, UpdateJobExecutionResponse,
 };
 use crate::local::clock::Timestamp;
 use crate::local::store::StoreError;
@@ -151,20 +150,14 @@ impl JobsService {
         thing: &str,
         _req: GetPendingJobExecutionsRequest,
     ) -> OpResult {
-        let mut reply = GetPendingJobExecutionsResponse::default();
-        for e in self
-            .store
-            .pending_for_thing(thing)?
-            .iter()
-            .take(self.cfg.max_pending_listed)
-        {
-            let list = if e.exec.status == JobExecutionStatus::InProgress {
-                &mut reply.in_progress_jobs
-            } else {
-                &mut reply.queued_jobs
-            };
-            list.push(e.exec.summary(&e.job_id));
-        }
+        // The store returns creation order within equal keys, which `pending_list` keeps.
+        let records = self.store.pending_for_thing(thing)?;
+        let pending = execution::pending_list(
+            records.iter().map(|e| (e.job_id.as_str(), &e.exec)),
+            self.cfg.max_pending_listed,
+        );
+        // timestamp and clientToken are filled in by the caller, like every reply.
+        let reply = execution::get_pending_response(&pending, None, 0);
         Ok((to_value(&reply), Vec::new()))
     }
 
@@ -192,7 +185,7 @@ impl JobsService {
             let doc = self
                 .store
                 .get_job(&head.job_id)?
-                .map(|j| render::document(&j));
+                .map(|j| self.device_document(&j, now));
             reply.execution = Some(render::execution(&head, doc, now));
         }
         let notes = self.notifications(now, &before)?;
@@ -230,7 +223,7 @@ impl JobsService {
             let doc = if req.include_job_document.unwrap_or(true) {
                 self.store
                     .get_job(&rec.job_id)?
-                    .map(|j| render::document(&j))
+                    .map(|j| self.device_document(&j, now))
             } else {
                 None
             };
@@ -264,7 +257,10 @@ impl JobsService {
             reply.execution_state = Some(rec.exec.state());
         }
         if req.include_job_document.unwrap_or(false) {
-            reply.job_document = self.store.get_job(job_id)?.map(|j| render::document(&j));
+            reply.job_document = self
+                .store
+                .get_job(job_id)?
+                .map(|j| self.device_document(&j, now));
         }
         Ok((to_value(&reply), notes))
     }

@@ -47,16 +47,21 @@ pub struct ServiceConfig {
     pub describe_terminal_rejected: bool,
     /// A job that targets a thing group also reaches things in its child groups.
     pub include_child_groups: bool,
+    /// Base URL that replaces presigned-S3 placeholders in documents sent to devices
+    /// (`<base>/<bucket>/<key>?X-Expires=<epoch>`), e.g. `http://127.0.0.1:8080/s3`. The
+    /// control plane serves it; `None` leaves placeholders unresolved.
+    pub presigned_url_base: Option<String>,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             account: Account::default(),
-            max_pending_listed: 10,
+            max_pending_listed: crate::jobs::execution::DEFAULT_PENDING_LIMIT,
             notify_on_start: false,
             describe_terminal_rejected: true,
             include_child_groups: true,
+            presigned_url_base: None,
         }
     }
 }

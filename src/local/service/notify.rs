@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{render, JobsService, Outbound};
+use crate::jobs::execution;
 use crate::jobs::topics;
-use crate::jobs::wire::{
-    JobExecutionStatus, JobExecutionsChangedEvent, NextJobExecutionChangedEvent,
-};
+use crate::jobs::wire::{JobExecutionStatus, NextJobExecutionChangedEvent};
 use crate::local::clock::Timestamp;
 use crate::local::store::{ExecutionRecord, StoreError};
 
@@ -78,17 +77,11 @@ impl JobsService {
     }
 
     fn notify_payload(&self, pending: &[ExecutionRecord], now: Timestamp) -> Value {
-        let mut ev = JobExecutionsChangedEvent {
-            jobs: BTreeMap::new(),
-            timestamp: now.secs(),
-        };
-        // `pending` is already IN_PROGRESS-first in queue order; the cap keeps that order.
-        for e in pending.iter().take(self.cfg.max_pending_listed) {
-            ev.jobs
-                .entry(e.exec.status)
-                .or_default()
-                .push(e.exec.summary(&e.job_id));
-        }
+        let listed = execution::pending_list(
+            pending.iter().map(|e| (e.job_id.as_str(), &e.exec)),
+            self.cfg.max_pending_listed,
+        );
+        let ev = execution::jobs_changed_event(&listed, now.secs());
         serde_json::to_value(ev).unwrap_or(Value::Null)
     }
 
@@ -99,7 +92,10 @@ impl JobsService {
     ) -> Result<Value, StoreError> {
         let execution = match head {
             Some(e) => {
-                let doc = self.store.get_job(&e.job_id)?.map(|j| render::document(&j));
+                let doc = self
+                    .store
+                    .get_job(&e.job_id)?
+                    .map(|j| self.device_document(&j, now));
                 Some(render::execution(e, doc, now))
             }
             None => None,

@@ -12,6 +12,9 @@ use crate::local::store::{
     ThingRecord,
 };
 
+/// AWS lets a thing belong to at most 10 static thing groups.
+pub const MAX_GROUPS_PER_THING: usize = 10;
+
 /// CreateThing input.
 #[derive(Debug, Clone, Default)]
 pub struct NewThing {
@@ -170,6 +173,12 @@ impl JobsService {
         }
         if self.store.get_thing(thing)?.is_none() {
             return Err(ServiceError::not_found(format_args!("thing {thing}")));
+        }
+        let groups = self.store.groups_of_thing(thing)?;
+        if groups.len() >= MAX_GROUPS_PER_THING && !groups.iter().any(|g| g == group) {
+            return Err(ServiceError::InvalidRequest(format!(
+                "thing {thing} is already in {MAX_GROUPS_PER_THING} thing groups, the limit"
+            )));
         }
         self.membership_change(now, &[thing.to_owned()], |s| {
             s.store.add_member(group, thing, now)?;

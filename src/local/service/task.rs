@@ -21,8 +21,8 @@ use super::{
     ServiceError, UpdateJob,
 };
 use crate::jobs::topics;
-use crate::jobs::wire::{JobExecutionStatus, StatusDetails};
-use crate::local::clock::Clock;
+use crate::jobs::wire::{self, JobExecutionStatus, StatusDetails};
+use crate::local::clock::{Clock, Timestamp};
 use crate::local::store::{
     ExecutionRecord, JobConfigs, JobRecord, JobTemplateRecord, ThingGroupRecord, ThingRecord,
 };
@@ -215,6 +215,7 @@ pub struct RunningService {
 const MAX_PACKET: usize = 256 * 1024;
 const COMMAND_QUEUE: usize = 256;
 const INCOMING_QUEUE: usize = 4096;
+const CLIENT_QUEUE: usize = 4096;
 
 /// Starts the service task (and, with `broker`, its MQTT connection task).
 pub fn spawn(
@@ -225,15 +226,17 @@ pub fn spawn(
 ) -> RunningService {
     let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (sub_tx, subscribed) = watch::channel(false);
+    let online = subscribed.clone();
     let (mqtt, incoming, conn_task) = match broker {
         Some(b) => {
-            let (client, eventloop) = AsyncClient::new(options(&b), 1024);
+            let (client, eventloop) = AsyncClient::new(options(&b), CLIENT_QUEUE);
             let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
             let t = tokio::spawn(connection(
                 client.clone(),
                 eventloop,
                 in_tx,
                 sub_tx,
+                clock.clone(),
                 shutdown.clone(),
             ));
             (Some(client), Some(in_rx), Some(t))
@@ -241,7 +244,16 @@ pub fn spawn(
         None => (None, None, None),
     };
     let task = tokio::spawn(async move {
-        let core = serve(core, clock, commands, incoming, mqtt.clone(), shutdown).await;
+        let core = serve(
+            core,
+            clock,
+            commands,
+            incoming,
+            mqtt.clone(),
+            online,
+            shutdown,
+        )
+        .await;
         if let Some(c) = &mqtt {
             // Best effort: the broker drops the session either way.
             let _ = c.try_disconnect();
@@ -279,6 +291,7 @@ async fn connection(
     mut eventloop: EventLoop,
     incoming: mpsc::Sender<(String, bytes::Bytes)>,
     subscribed: watch::Sender<bool>,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -309,9 +322,16 @@ async fn connection(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 // Never block the event loop (the service task may be waiting for it to
-                // drain publishes); a device whose request is dropped here retries.
-                if let Err(e) = incoming.try_send((p.topic, p.payload)) {
-                    tracing::warn!(error = %e, "device request dropped: service busy");
+                // drain publishes): when the service is saturated, refuse the request with
+                // the retryable RequestThrottled instead.
+                if let Err(mpsc::error::TrySendError::Full((topic, payload))) =
+                    incoming.try_send((p.topic, p.payload))
+                {
+                    tracing::warn!(%topic, "device request throttled: service busy");
+                    if let Some(reply) = throttled(&topic, &payload, clock.now()) {
+                        let bytes = reply.payload_bytes();
+                        let _ = client.try_publish(reply.topic, QoS::AtLeastOnce, false, bytes);
+                    }
                 }
             }
             Ok(_) => {}
@@ -328,6 +348,29 @@ async fn connection(
     }
 }
 
+/// The `RequestThrottled` rejection of a device request the service had no room for;
+/// `None` for anything that is not a request (the service's own output echoed back).
+fn throttled(topic: &str, payload: &[u8], now: Timestamp) -> Option<Outbound> {
+    let parsed = topics::parse(topic)?;
+    if !matches!(parsed.kind, topics::TopicKind::Request(_)) {
+        return None;
+    }
+    let client_token = wire::decode_request::<wire::GetPendingJobExecutionsRequest>(payload)
+        .ok()
+        .and_then(|r| r.client_token);
+    let reply = wire::ErrorResponse {
+        code: wire::ErrorCode::RequestThrottled,
+        message: "the service is busy; retry with backoff".to_owned(),
+        client_token,
+        timestamp: now.secs(),
+        execution_state: None,
+    };
+    Some(Outbound {
+        topic: topics::rejected(topic),
+        payload: serde_json::to_value(reply).unwrap_or_default(),
+    })
+}
+
 /// The service loop: one command or device request at a time, then publish its output.
 async fn serve(
     mut core: JobsService,
@@ -335,6 +378,7 @@ async fn serve(
     mut commands: mpsc::Receiver<Command>,
     mut incoming: Option<mpsc::Receiver<(String, bytes::Bytes)>>,
     mqtt: Option<AsyncClient>,
+    online: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> JobsService {
     loop {
@@ -343,16 +387,20 @@ async fn serve(
             cmd = commands.recv() => match cmd {
                 Some(cmd) => {
                     let out = dispatch(&mut core, clock.now(), cmd);
-                    publish(mqtt.as_ref(), out.messages).await;
+                    publish(mqtt.as_ref(), &online, out.messages).await;
                     // Reply only once the notifications are queued for the broker.
                     (out.value)();
                 }
                 None => break,
             },
-            Some((topic, payload)) = recv(&mut incoming) => {
-                let out = core.handle_device_message(clock.now(), &topic, &payload);
-                publish(mqtt.as_ref(), out).await;
-            }
+            msg = recv(&mut incoming) => match msg {
+                Some((topic, payload)) => {
+                    let out = core.handle_device_message(clock.now(), &topic, &payload);
+                    publish(mqtt.as_ref(), &online, out).await;
+                }
+                // The connection task is gone (shutting down): stop polling it.
+                None => incoming = None,
+            },
         }
     }
     core
@@ -365,15 +413,27 @@ async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
-async fn publish(mqtt: Option<&AsyncClient>, messages: Vec<Outbound>) {
+/// Publishes at QoS 1. While the broker is reachable this waits for room in the client's
+/// queue (back-pressure); while it is not, messages that do not fit are dropped with a
+/// warning instead of stalling every command: notifications are advisory, and devices
+/// resynchronise with `start-next`/`get` when they reconnect.
+async fn publish(
+    mqtt: Option<&AsyncClient>,
+    online: &watch::Receiver<bool>,
+    messages: Vec<Outbound>,
+) {
     let Some(client) = mqtt else { return };
     for m in messages {
         let bytes = m.payload_bytes();
-        if let Err(e) = client
-            .publish(m.topic.as_str(), QoS::AtLeastOnce, false, bytes)
-            .await
-        {
-            tracing::error!(topic = %m.topic, error = %e, "cannot publish");
+        let result = if *online.borrow() {
+            client
+                .publish(m.topic.as_str(), QoS::AtLeastOnce, false, bytes)
+                .await
+        } else {
+            client.try_publish(m.topic.as_str(), QoS::AtLeastOnce, false, bytes)
+        };
+        if let Err(e) = result {
+            tracing::warn!(topic = %m.topic, error = %e, "message not published");
         }
     }
 }
@@ -569,5 +629,27 @@ fn dispatch(
                 messages,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_replies_only_to_requests_and_echoes_the_token() {
+        let now = Timestamp::from_secs(1_700_000_000);
+        let r = throttled(
+            "$aws/things/t1/jobs/j/update",
+            br#"{"clientToken":"k"}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.topic, "$aws/things/t1/jobs/j/update/rejected");
+        assert_eq!(r.payload["code"], "RequestThrottled");
+        assert_eq!(r.payload["clientToken"], "k");
+        assert_eq!(r.payload["timestamp"], 1_700_000_000);
+        assert!(throttled("$aws/things/t1/jobs/notify", b"{}", now).is_none());
+        assert!(throttled("$aws/things/t1/jobs/get/accepted", b"{}", now).is_none());
     }
 }

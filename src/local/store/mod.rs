@@ -122,3 +122,93 @@ pub(crate) fn name_of<T: serde::Serialize>(v: &T) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::clock::Timestamp;
+
+    fn thing(name: &str) -> ThingRecord {
+        ThingRecord {
+            name: name.into(),
+            thing_id: format!("id-{name}"),
+            thing_type: None,
+            attributes: [("k".to_owned(), "v".to_owned())].into(),
+            version: 1,
+            created_at: Timestamp::from_millis(1_700_000_000_123),
+        }
+    }
+
+    #[test]
+    fn migrations_run_once_and_refuse_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        Store::open(&path)
+            .unwrap()
+            .insert_thing(&thing("a"))
+            .unwrap();
+        // Reopening applies nothing twice and keeps the data.
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.get_thing("a").unwrap(), Some(thing("a")));
+        let v: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        s.conn
+            .execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap();
+        drop(s);
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn atomic_rolls_back_everything_on_error_and_nests() {
+        let s = Store::open_in_memory().unwrap();
+        let r: Result<(), StoreError> = s.atomic(|s| {
+            s.insert_thing(&thing("a"))?;
+            s.atomic(|s| s.insert_thing(&thing("b")))?;
+            s.insert_thing(&thing("a")) // duplicate: fails
+        });
+        assert!(r.is_err());
+        assert!(s.list_things().unwrap().is_empty());
+        s.atomic(|s| s.insert_thing(&thing("c"))).unwrap();
+        assert_eq!(s.list_things().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn nested_groups_and_membership() {
+        let s = Store::open_in_memory().unwrap();
+        let now = Timestamp::from_secs(1);
+        for (g, parent) in [("root", None), ("mid", Some("root")), ("leaf", Some("mid"))] {
+            s.insert_group(&ThingGroupRecord {
+                name: g.into(),
+                group_id: format!("id-{g}"),
+                parent: parent.map(Into::into),
+                description: None,
+                attributes: Default::default(),
+                version: 1,
+                created_at: now,
+            })
+            .unwrap();
+        }
+        for t in ["a", "b"] {
+            s.insert_thing(&thing(t)).unwrap();
+        }
+        assert!(s.add_member("leaf", "a", now).unwrap());
+        assert!(!s.add_member("leaf", "a", now).unwrap());
+        s.add_member("root", "b", now).unwrap();
+        assert_eq!(s.things_in_group("root", true).unwrap(), ["a", "b"]);
+        assert_eq!(s.things_in_group("root", false).unwrap(), ["b"]);
+        assert_eq!(s.ancestors_of_group("leaf").unwrap(), ["root", "mid"]);
+        assert!(s.add_member("nope", "a", now).is_err(), "foreign key");
+        // Deleting a thing drops its memberships; deleting a group detaches its children.
+        s.delete_thing("a").unwrap();
+        assert!(s.things_in_group("leaf", false).unwrap().is_empty());
+        s.delete_group("mid").unwrap();
+        assert_eq!(s.get_group("leaf").unwrap().unwrap().parent, None);
+    }
+}
