@@ -5,7 +5,8 @@
 # AWS-Download-File (args: downloadUrl, filePath). PATH may be an existing directory or end
 # with "/": the file name is then taken from the URL (as AWS's handler does with wget -P).
 #
-# - curl is used when installed, else wget; file:// URLs are copied without either.
+# - curl is used when installed, else wget (GNU or BusyBox); file:// URLs are copied without
+#   either.
 # - The download goes to PATH.part next to the destination. An interrupted transfer keeps
 #   that file and is resumed (curl -C - / wget -c), within this run (up to
 #   IOTJOBS_DOWNLOAD_ATTEMPTS attempts, default 3) and by the next run of the same step.
@@ -129,7 +130,11 @@ esac
 if command -v curl >/dev/null 2>&1; then
     tool=curl
 elif command -v wget >/dev/null 2>&1; then
-    tool=wget
+    # BusyBox's wget (common on small gateways) has other options and only exit status 1.
+    case $(wget --help 2>&1 || true) in
+        *BusyBox*) tool=busybox-wget ;;
+        *) tool=wget ;;
+    esac
 else
     die 3 "neither curl nor wget is installed; install one of them to download $url"
 fi
@@ -158,8 +163,10 @@ head_length() {
 }
 if [ "$tool" = curl ]; then
     length=$(curl -sSIL --connect-timeout 30 --max-time 60 -- "$url" 2>/dev/null | head_length || true)
-else
+elif [ "$tool" = wget ]; then
     length=$(wget -S --spider --tries=1 -T 60 -- "$url" 2>&1 | head_length || true)
+else
+    length=$(wget -S --spider -- "$url" 2>&1 | head_length || true)
 fi
 
 have=$(size_of "$part")
@@ -213,7 +220,7 @@ while :; do
         esac
         # Resuming a file that the server says is already complete answers 416.
         [ "$class" != http ] || [ "$http" != 416 ] || class=norange
-    else
+    elif [ "$tool" = wget ]; then
         wget --no-verbose --tries=1 -T 60 -c -O "$part" -- "$url" || rc=$?
         case $rc in
             0) class=ok ;;
@@ -222,6 +229,23 @@ while :; do
             5) class=tls ;;
             3) class=io ;;
             *) class=other ;;
+        esac
+    else
+        # Only the message tells what went wrong.
+        err=$(wget -q -c -O "$part" -- "$url" 2>&1) || rc=$?
+        [ -z "$err" ] || printf '%s\n' "$err" >&2
+        case $rc:$err in
+            0:*) class=ok ;;
+            *"server returned error"*)
+                class=http
+                http=${err##*server returned error: HTTP/}
+                http=${http#* }
+                http=${http%%[!0-9]*}
+                ;;
+            *SSL* | *TLS* | *certificate*) class=tls ;;
+            *"can't connect"* | *"bad address"* | *"timed out"* | *"Connection refused"*) class=timeout ;;
+            *"can't open"* | *"write error"* | *"No space left"*) class=io ;;
+            *) class=timeout ;;
         esac
     fi
     after=$(size_of "$part")

@@ -1,9 +1,10 @@
 #!/bin/sh
 # verify-packages-installed.sh RUN_AS_USER PACKAGE...
 #
-# Checks that every package are installed, using the package database of the system: dpkg-query
-# (Debian, Ubuntu), else rpm (Fedora, RHEL, SUSE), else apk (Alpine). Every package is checked
-# and reported (one line each on stdout) before the script exits. AWS has no managed template for it; AWS's sample handler of the same name takes the same arguments.
+# Checks that every package is installed, using the system's package database: dpkg-query
+# (Debian, Ubuntu), else rpm (Fedora, RHEL, SUSE), else apk (Alpine). Every package is
+# checked and reported (one line each on stdout) before the script exits. No AWS managed
+# template uses it; AWS's sample handler of the same name takes the same arguments.
 # Packages may come as one space-separated argument or as several.
 #
 # Exit codes: 0 all packages are installed; 1 at least one is missing (listed on stderr);

@@ -100,7 +100,11 @@ const SERVICES: TemplateParameter = required(
     "service1 service2",
 );
 
-/// The catalogue, in AWS's order.
+/// The catalogue, in AWS's order. Documents, action names, parameter keys, regexes, the
+/// Download-File parameter descriptions and the Reboot/Download-File/Remove/Stop/Restart
+/// descriptions are AWS's (reference iot-jobs-protocol.md §8); the Install, Start and
+/// Run-Command descriptions, the other parameter descriptions and the AWS-Run-Command document
+/// are reconstructed (AWS's text was not available).
 pub const MANAGED_TEMPLATES: &[ManagedTemplate] = &[
     ManagedTemplate {
         name: "AWS-Reboot",

@@ -137,6 +137,11 @@ impl Sandbox {
         symlink(real, self.tools.join(tool)).unwrap();
     }
 
+    /// Makes `real` available under the name `name` (e.g. busybox as wget).
+    pub fn link_as(&self, name: &str, real: &Path) {
+        symlink(real, self.tools.join(name)).unwrap();
+    }
+
     /// A shim that records its arguments and exits 0.
     pub fn shim(&self, name: &str) {
         self.shim_with(name, "exit 0\n");
