@@ -182,6 +182,7 @@ pub mod commands;
 mod layers;
 mod pki;
 pub mod redact;
+mod sources;
 mod validate;
 
 pub use layers::{ConfigError, Loaded, Loader, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR, ENV_PREFIX};
