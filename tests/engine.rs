@@ -376,7 +376,10 @@ async fn a_three_step_job_reports_in_progress_then_succeeded_with_the_stdout_tai
     let first = &s.updates[0].1;
     assert_eq!(first["statusDetails"]["step"], "1/3 Download");
     assert!(first["expectedVersion"].is_i64());
-    assert_eq!(first["stepTimeoutInMinutes"], 5, "the service's step timer is refreshed");
+    assert_eq!(
+        first["stepTimeoutInMinutes"], 5,
+        "the service's step timer is refreshed"
+    );
     assert_eq!(s.service_status("three-steps").await, "SUCCEEDED");
 }
 
