@@ -873,3 +873,46 @@ fn a_restored_engine_resends_its_pending_status_and_reruns_only_the_interrupted_
     // Resuming twice starts nothing more.
     assert!(started_steps(&engine.resume_step()).is_empty());
 }
+
+#[test]
+fn a_version_mismatch_naming_our_own_version_backs_off_instead_of_spinning() {
+    let mut run = start_job(config(), "j1", two_steps());
+    let actions = run.reject(
+        "VersionMismatch",
+        Some(json!({"status": "IN_PROGRESS", "versionNumber": 2})),
+    );
+    assert!(published(&actions).is_empty());
+    assert!(armed(&actions, TimerKind::Backoff(Slot::Update)).is_some());
+}
+
+#[test]
+fn notify_listing_new_work_while_idle_triggers_start_next() {
+    let mut engine = Engine::new(config());
+    let start = connect(&mut engine);
+    engine.handle(msg(
+        "start-next/accepted",
+        json!({"clientToken": start.token(), "timestamp": 1}),
+    ));
+    let actions = engine.handle(msg("notify", json!({"timestamp": 2, "jobs": {}})));
+    assert!(published(&actions).is_empty(), "an empty list is no work");
+    let actions = engine.handle(msg(
+        "notify",
+        json!({"timestamp": 3, "jobs": {"QUEUED": [{"jobId": "j5", "queuedAt": 1,
+            "lastUpdatedAt": 1, "versionNumber": 1, "executionNumber": 1}]}}),
+    ));
+    assert_eq!(only_publish(&actions).topic, format!("{PREFIX}/start-next"));
+}
+
+#[test]
+fn the_idle_poll_asks_start_next_again() {
+    let mut engine = Engine::new(config());
+    let start = connect(&mut engine);
+    let actions = engine.handle(msg(
+        "start-next/accepted",
+        json!({"clientToken": start.token(), "timestamp": 1}),
+    ));
+    let (id, after) = armed(&actions, TimerKind::Poll).unwrap();
+    assert_eq!(after, Duration::from_secs(15 * 60));
+    let again = only_publish(&engine.handle(Input::TimerFired(id)));
+    assert_eq!(again.topic, format!("{PREFIX}/start-next"));
+}
