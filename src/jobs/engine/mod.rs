@@ -328,9 +328,11 @@ impl Engine {
                 Slot::Update => self.state.update.as_mut().map(|r| &mut r.state),
                 Slot::Describe => self.state.describe.as_mut().map(|r| &mut r.state),
             };
-            if let Some(state @ RequestState::InFlight { .. }) = in_flight {
-                *state = RequestState::Unsent;
+            if let Some(RequestState::InFlight { .. }) = in_flight {
                 self.cancel_timer(TimerKind::Reply(slot), out);
+                // Resend after reconnecting; a progress update already superseded by a
+                // newer status is dropped instead.
+                self.retry(slot);
             }
         }
     }

@@ -218,3 +218,27 @@ fn a_version_mismatch_naming_our_own_version_backs_off_instead_of_spinning() {
     assert!(published(&actions).is_empty());
     assert!(armed(&actions, TimerKind::Backoff(Slot::Update)).is_some());
 }
+
+#[test]
+fn a_job_finished_offline_sends_only_its_terminal_status_on_reconnect() {
+    let mut run = start_job(
+        config(),
+        "j1",
+        json!({"version": "1.0", "steps": [
+            {"action": {"name": "A", "type": "runCommand", "input": {"command": "true"}}}
+        ]}),
+    );
+    run.feed(Input::Disconnected);
+    // The IN_PROGRESS reply was lost with the connection; the step ends offline.
+    let actions = run.feed(Input::StepFinished(ok()));
+    assert!(published(&actions).is_empty());
+    let actions = run.feed(Input::Connected);
+    let sent = published(&actions);
+    let updates: Vec<_> = sent
+        .iter()
+        .filter(|s| s.topic.ends_with("/update"))
+        .collect();
+    assert_eq!(updates.len(), 1, "{sent:#?}");
+    assert_eq!(updates[0].body["status"], "SUCCEEDED");
+    assert_eq!(updates[0].body["expectedVersion"], 2);
+}
