@@ -63,6 +63,12 @@ impl Engine {
         if !job.accepts_updates() || job.awaiting_version {
             return;
         }
+        // An unsent progress update is pointless once a newer status waits behind it.
+        if self.state.update.as_ref().is_some_and(|req| {
+            req.state == RequestState::Unsent && job.outbox.supersedes(&req.body)
+        }) {
+            self.state.update = None;
+        }
         if self.state.update.is_none() {
             match job.outbox.take_next(progress_allowed) {
                 Some(update) => self.state.update = Some(Request::new(update)),

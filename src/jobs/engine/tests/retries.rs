@@ -13,11 +13,6 @@ fn reconnect_resubscribes_resyncs_and_resends_the_pending_update() {
     assert!(actions.iter().any(
         |a| matches!(a, Action::CancelTimer(id) if id.kind == TimerKind::Reply(Slot::Update))
     ));
-    // The step keeps running offline and its progress queues up.
-    let actions = run.feed(Input::StepFinished(ok()));
-    assert_eq!(started_steps(&actions), ["2/2 B"]);
-    assert!(published(&actions).is_empty());
-
     let actions = run.feed(Input::Connected);
     assert!(matches!(actions[0], Action::Subscribe(_)));
     let sent = published(&actions);
@@ -40,6 +35,22 @@ fn reconnect_resubscribes_resyncs_and_resends_the_pending_update() {
     ));
     assert!(published(&actions).is_empty() && kills(&actions) == 0);
     assert!(run.engine.current_job().is_some());
+}
+
+#[test]
+fn offline_progress_is_coalesced_and_sent_after_reconnecting() {
+    let mut run = start_job(config(), "j1", three_steps());
+    run.feed(Input::Disconnected);
+    // The steps keep running offline; only the newest progress is kept.
+    let actions = run.feed(Input::StepFinished(ok()));
+    assert_eq!(started_steps(&actions), ["2/3 B"]);
+    let actions = run.feed(Input::StepFinished(ok()));
+    assert_eq!(started_steps(&actions), ["3/3 C"]);
+    assert!(published(&actions).is_empty());
+    run.feed(Input::Connected);
+    let actions = run.fire(TimerKind::ProgressCooldown);
+    let sent = only_publish(&actions);
+    assert_eq!(sent.body["statusDetails"], json!({"step": "3/3 C"}));
 }
 
 #[test]
