@@ -1,5 +1,7 @@
 //! The AWS IoT Jobs protocol shared by the daemon and the local service (topics, wire
-//! types, execution state machine) and the job document model. Pure: no I/O here.
+//! types, execution state machine), the job document model, and the daemon's Jobs
+//! engine (`engine`, `runner`). All of it is pure (no I/O) except `task`, the engine's
+//! thin tokio loop, and `commands`, the CLI edge of `validate-job` and `run-job`.
 pub mod commands;
 pub mod document;
 pub mod engine;
