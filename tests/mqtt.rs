@@ -301,3 +301,67 @@ async fn dropping_every_handle_disconnects_cleanly() {
     assert_eq!(notify.recv().await, None, "subscriptions end with the task");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_resumed_session_completes_the_unacked_publish_and_delivers_queued_messages() {
+    let s = Setup::new();
+    let broker = start_broker(&s.ca, None).await;
+    let relay = Relay::start(broker.tls_addr().unwrap()).await;
+    let device = s.device("T", relay.port);
+    let mut device_events = device.events();
+    let mut notify = device.subscribe([NOTIFY_NEXT]).await.unwrap();
+    assert!(!connected(&mut device_events).await);
+
+    let cloud = s.service(broker.tls_addr().unwrap().port());
+    let mut cloud_events = cloud.events();
+    let mut updates = cloud
+        .subscribe(["$aws/things/+/jobs/+/update"])
+        .await
+        .unwrap();
+    connected(&mut cloud_events).await;
+
+    // The broker's PUBACK is held back, then the link dies: the publish is unacked.
+    relay.hold(true);
+    let pending = device
+        .enqueue("$aws/things/T/jobs/j1/update", &b"final status"[..])
+        .await
+        .unwrap();
+    let delivered = tokio::time::timeout(WAIT, updates.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&delivered.payload[..], b"final status");
+    relay.cut();
+    next_matching(&mut device_events, "Disconnected", |e| {
+        matches!(e, MqttEvent::Disconnected { .. })
+    })
+    .await;
+    // Published while the device is away: queued in its persistent session.
+    cloud
+        .publish(NOTIFY_NEXT, &b"while away"[..])
+        .await
+        .unwrap();
+
+    assert!(
+        connected(&mut device_events).await,
+        "the broker kept the session"
+    );
+    tokio::time::timeout(WAIT, pending)
+        .await
+        .expect("the resent publish is acknowledged")
+        .unwrap();
+    let message = tokio::time::timeout(WAIT, notify.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&message.payload[..], b"while away");
+
+    // The publish path still pairs acks correctly afterwards.
+    device
+        .publish("$aws/things/T/jobs/j2/update", &b"next"[..])
+        .await
+        .unwrap();
+    device.disconnect().await;
+    cloud.disconnect().await;
+    broker.shutdown().await;
+}

@@ -150,7 +150,7 @@ impl Connection {
                             self.on_publish(request, &client);
                         }
                         _ = sleep_until_opt(deadline), if deadline.is_some() => {
-                            warn!("DISCONNECT not written within {DISCONNECT_TIMEOUT:?}; closing the socket");
+                            warn!("no clean MQTT disconnect within {DISCONNECT_TIMEOUT:?}; closing the socket");
                             break None;
                         }
                     }

@@ -279,3 +279,81 @@ pub fn service_config(ca: &TestCa, dir: &Path, port: u16, root_ca: &Path) -> Mqt
         ..MqttConfig::default()
     }
 }
+
+/// A loopback TCP relay in front of a broker that a test can cut (every relayed
+/// connection dropped, as by a network failure, while the broker keeps the session) and
+/// whose broker→client direction it can hold (so acks are not delivered yet).
+pub struct Relay {
+    pub port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(upstream: std::net::SocketAddr) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hold, hold_rx) = tokio::sync::watch::channel(false);
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut hold_rx = hold_rx.clone();
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if hold_rx.wait_for(|held| !held).await.is_err() {
+                            break;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tasks.lock().unwrap().extend([up, down]);
+            }
+        });
+        Relay {
+            port,
+            hold,
+            connections,
+            accept,
+        }
+    }
+
+    /// Stops (true) or resumes (false) delivering broker→client bytes.
+    pub fn hold(&self, held: bool) {
+        self.hold.send_replace(held);
+    }
+
+    /// Drops every relayed connection; new ones are accepted (and not held).
+    pub fn cut(&self) {
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        self.hold(false);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
