@@ -12,12 +12,18 @@
 //! channel from the control plane, receives device requests from the broker as the
 //! privileged service client, and publishes what the core returns.
 //!
-//! The core must not do I/O, read the clock or sleep; time is always an argument.
+//! The core must not touch the network, read the clock or sleep: time is always an
+//! argument, and its only I/O is its own SQLite store. Scheduling, rollout, abort, timeouts
+//! firing and retries (issue 6) plug in here as further inputs (e.g. a `tick(now)`) that go
+//! through the same snapshot → change → notifications path; job configurations are already
+//! stored verbatim for them.
 
 mod arn;
+mod command;
 mod control;
 mod device;
 mod error;
+mod executions;
 mod notify;
 mod registry;
 mod render;
@@ -99,7 +105,8 @@ impl JobsService {
         JobsService { store, cfg }
     }
 
-    /// Read access for queries the control plane answers directly.
+    /// The store, for queries the control plane answers directly. Writing through it
+    /// bypasses the Jobs rules and sends no notifications: tests only.
     pub fn store(&self) -> &Store {
         &self.store
     }
