@@ -108,6 +108,7 @@ fn request(program: Program) -> StepRequest {
         args: Vec::new(),
         run_as_user: None,
         timeout: Duration::from_secs(120),
+        extra_env: Vec::new(),
     }
 }
 

@@ -6,7 +6,9 @@
 //! lock → tokio runtime (current_thread: one device agent needs no thread pool) → MQTT
 //! connection task → services → `READY=1` (without waiting for the network, so boot
 //! is not held up by a missing uplink). Shutdown on SIGTERM/SIGINT: `STOPPING=1`,
-//! services cancelled and drained, MQTT DISCONNECT, logs flushed, exit 0.
+//! services cancelled and drained (the jobs service stops or finishes its running step
+//! per `jobs.on_shutdown`, see [`service_stop_grace`]), MQTT DISCONNECT, logs flushed,
+//! exit 0.
 //!
 //! Services (the jobs engine) plug in as [`Service`]s: each gets a [`ServiceContext`]
 //! with the MQTT handle, an event receiver created before the first connection, and a
@@ -34,7 +36,7 @@ use crate::cli::GlobalArgs;
 use crate::config::Config;
 use crate::mqtt::{self, MqttEvent, MqttHandle, MqttSettings};
 
-/// How long services get to finish after the shutdown token is cancelled.
+/// Margin services get beyond stopping a step (journal write, process-group reaping).
 pub const SERVICE_STOP_GRACE: Duration = Duration::from_secs(1);
 /// Upper bound for the MQTT DISCONNECT at shutdown; with the grace above, the daemon
 /// exits well within the 5 s systemd allows by default.
@@ -163,11 +165,9 @@ async fn supervise(
     info!("{signal_name}: shutting down");
     notifier.stopping();
     shutdown.cancel();
-    if tokio::time::timeout(SERVICE_STOP_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("services did not stop within {SERVICE_STOP_GRACE:?}; continuing shutdown");
+    let grace = service_stop_grace(&config.jobs);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!("services did not stop within {grace:?}; continuing shutdown");
     }
     if tokio::time::timeout(DISCONNECT_GRACE, mqtt.disconnect())
         .await
@@ -178,6 +178,17 @@ async fn supervise(
     mqtt_task.abort();
     info!("iotjobsd stopped");
     Ok(())
+}
+
+/// How long shutdown waits for the services: a running step is stopped (SIGTERM, the
+/// kill grace, SIGKILL) or, with `on_shutdown = "finish"`, may first run for up to
+/// `stop_timeout_secs`. systemd's `TimeoutStopSec` must exceed this.
+pub fn service_stop_grace(jobs: &crate::config::JobsConfig) -> Duration {
+    let stop = Duration::from_secs(jobs.kill_grace_secs) + SERVICE_STOP_GRACE;
+    match jobs.on_shutdown {
+        crate::config::ShutdownPolicy::Stop => stop,
+        crate::config::ShutdownPolicy::Finish => stop + Duration::from_secs(jobs.stop_timeout_secs),
+    }
 }
 
 async fn tick(watchdog: &mut Option<tokio::time::Interval>) {

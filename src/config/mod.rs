@@ -69,6 +69,9 @@ pub struct JobsConfig {
     /// What SIGTERM does to a running step: `finish` (wait up to `stop_timeout_secs`) or `stop`.
     pub on_shutdown: ShutdownPolicy,
     pub stop_timeout_secs: u64,
+    /// How long a reboot step (`reboot.sh`) that exited 0 waits for the system to go down
+    /// before it fails.
+    pub reboot_timeout_secs: u64,
     /// rlimits applied to every step (0 = inherit).
     pub max_open_files: u64,
     pub max_processes: u64,
@@ -149,6 +152,7 @@ impl Default for JobsConfig {
             step_timeout_minutes: 0,
             on_shutdown: ShutdownPolicy::Stop,
             stop_timeout_secs: 60,
+            reboot_timeout_secs: 900,
             max_open_files: 0,
             max_processes: 0,
         }

@@ -1,11 +1,16 @@
 //! The AWS IoT Jobs protocol shared by the daemon and the local service (topics, wire
 //! types, execution state machine), the job document model, and the daemon's Jobs
 //! engine (`engine`, `runner`). All of it is pure (no I/O) except `task`, the engine's
-//! thin tokio loop, and `commands`, the CLI edge of `validate-job` and `run-job`.
+//! thin tokio loop, `journal` and `durable` (the write-ahead journal and its use by the
+//! task; `resume` holds their pure decisions), and `commands`, the CLI edge of
+//! `validate-job` and `run-job`.
 pub mod commands;
 pub mod document;
+pub mod durable;
 pub mod engine;
 pub mod execution;
+pub mod journal;
+pub mod resume;
 pub mod runner;
 pub mod status_details;
 pub mod task;

@@ -5,20 +5,39 @@
 //! performs the engine's actions: subscribe and publish through the handle, run steps
 //! through the [`Sandbox`] (the only place processes are spawned), arm timers, log.
 //! It makes no protocol decision of its own.
+//!
+//! Durability (issue 4, see `jobs::durable`): before performing a transition's side
+//! effects it journals the engine's state; at start it rebuilds the engine from the
+//! journal and, once the service confirmed the job is still ours, re-runs or completes
+//! the interrupted step. A reboot step that exits 0 is held (nothing is reported) until
+//! the system goes down or `reboot_timeout` passes. At shutdown the running step is
+//! stopped or allowed to finish (`jobs.on_shutdown`); either way the journal says where
+//! the next start resumes.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ShutdownPolicy;
+use crate::jobs::durable::Durability;
+use crate::jobs::engine::JobRun;
 use crate::jobs::engine::{
     Action, Engine, EngineConfig, Input, LogEvent, LogLevel, StepStart, TimerId, TimerKind,
 };
+use crate::jobs::resume::Resume;
 use crate::jobs::runner;
 use crate::mqtt::{Message, MqttError, MqttEvent, MqttHandle};
-use crate::sandbox::{Sandbox, SandboxConfig, StepOutcome};
+use crate::sandbox::{Sandbox, SandboxConfig, StepOutcome, Termination};
+
+/// Test-only failpoints: `IOTJOBS_TEST_FAILPOINT=<name>` makes the daemon kill itself
+/// (SIGKILL, as `kill -9`) at that boundary, so tests can crash it deterministically.
+/// Not an `IOTJOBSD_` variable: those are configuration keys.
+pub const FAILPOINT_ENV: &str = "IOTJOBS_TEST_FAILPOINT";
 
 /// How long shutdown waits for a stopped step to report (the sandbox's own SIGTERM →
 /// SIGKILL grace is shorter than this in any sane configuration).
@@ -39,6 +58,14 @@ pub struct TaskConfig {
     pub engine: EngineConfig,
     /// Step timeout when a step sets no `timeoutSeconds`.
     pub default_step_timeout: Duration,
+    /// Where the journal lives.
+    pub state_dir: PathBuf,
+    pub boot_id_file: PathBuf,
+    /// What SIGTERM does to a running step, and how long `Finish` waits for it.
+    pub on_shutdown: ShutdownPolicy,
+    pub stop_timeout: Duration,
+    /// How long a reboot step that exited 0 waits for the system to go down.
+    pub reboot_timeout: Duration,
 }
 
 /// Inputs produced by the task's helpers (timers, the step runner).
@@ -68,6 +95,14 @@ pub struct JobsTask {
     forwarders: Vec<JoinHandle<()>>,
     timers: HashMap<TimerKind, JoinHandle<()>>,
     step: Option<RunningStep>,
+    durable: Durability,
+    /// What to do with the step a restart interrupted, once the service confirms.
+    resume: Resume,
+    /// A reboot step exited 0: the deadline for the system to go down.
+    reboot_wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// SIGTERM arrived: no new step starts.
+    shutting_down: bool,
+    failpoint: Option<String>,
 }
 
 impl JobsTask {
@@ -81,8 +116,10 @@ impl JobsTask {
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(16);
         let (messages_tx, messages_rx) = mpsc::channel(64);
+        let mut durable = Durability::open(&cfg.state_dir, &cfg.boot_id_file);
+        let (engine, resume) = durable.restore(cfg.engine.clone());
         JobsTask {
-            engine: Engine::new(cfg.engine.clone()),
+            engine,
             cfg,
             mqtt,
             sandbox,
@@ -95,6 +132,11 @@ impl JobsTask {
             forwarders: Vec::new(),
             timers: HashMap::new(),
             step: None,
+            durable,
+            resume,
+            reboot_wait: None,
+            shutting_down: false,
+            failpoint: std::env::var(FAILPOINT_ENV).ok().filter(|f| !f.is_empty()),
         }
     }
 
@@ -106,13 +148,49 @@ impl JobsTask {
         // request sent after that can be missed.
         let filters = crate::jobs::topics::device_filters(&self.cfg.engine.thing_name);
         self.subscribe(filters).await?;
+        if self.resume == Resume::Revoked {
+            self.resume = Resume::Nothing;
+            let actions = self
+                .engine
+                .finish_interrupted_step(decided("was stopped with its job revoked"));
+            self.apply(actions, false).await?;
+        }
         if self.mqtt.is_connected() {
             self.feed(Input::Connected).await?;
         }
+        let mut stop_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let result = loop {
+            if self.shutting_down && self.step.is_none() {
+                break Ok(());
+            }
             // Every branch is cancel-safe: a message not taken stays in its channel.
             let input = tokio::select! {
-                _ = shutdown.cancelled() => break Ok(()),
+                _ = shutdown.cancelled(), if !self.shutting_down => {
+                    self.shutting_down = true;
+                    if let (Some(_), ShutdownPolicy::Finish) = (&self.step, self.cfg.on_shutdown) {
+                        tracing::info!(
+                            "shutting down: letting the running step finish (up to {} s)",
+                            self.cfg.stop_timeout.as_secs()
+                        );
+                        stop_deadline = Some(Box::pin(tokio::time::sleep(self.cfg.stop_timeout)));
+                        continue;
+                    }
+                    break Ok(());
+                }
+                _ = wait(&mut stop_deadline) => {
+                    tracing::warn!(
+                        "the running step did not finish within {} s of the shutdown; stopping it",
+                        self.cfg.stop_timeout.as_secs()
+                    );
+                    break Ok(());
+                }
+                _ = wait(&mut self.reboot_wait) => {
+                    self.reboot_wait = None;
+                    Input::StepFinished(decided(&format!(
+                        "requested a reboot but the device did not go down within {} s",
+                        self.cfg.reboot_timeout.as_secs()
+                    )))
+                }
                 event = self.events.recv() => match event {
                     Ok(MqttEvent::Connected { .. }) => Input::Connected,
                     Ok(MqttEvent::Disconnected { .. }) => Input::Disconnected,
@@ -134,6 +212,10 @@ impl JobsTask {
                     }
                     Internal::Step(outcome) => {
                         self.step = None;
+                        if self.durable.is_reboot_step() && outcome.succeeded() {
+                            self.hold_for_reboot();
+                            continue;
+                        }
                         Input::StepFinished(outcome)
                     }
                 },
@@ -148,14 +230,39 @@ impl JobsTask {
 
     /// Feeds one input to the engine and performs the resulting actions.
     async fn feed(&mut self, input: Input) -> Result<(), TaskError> {
-        let before = self.engine.current_job().map(|key| key.job_id.clone());
+        if self.failpoint_is("after-terminal-published") && self.terminal_acknowledged(&input) {
+            die("after-terminal-published");
+        }
+        let after_step = if let Input::StepFinished(outcome) = &input {
+            self.durable.step_finished(outcome);
+            true
+        } else {
+            false
+        };
         let actions = self.engine.handle(input);
+        self.apply(actions, after_step).await?;
+        self.maybe_resume().await
+    }
+
+    /// Journals, then performs, one transition's actions.
+    async fn apply(&mut self, actions: Vec<Action>, after_step: bool) -> Result<(), TaskError> {
+        let before = self
+            .engine
+            .state()
+            .job
+            .as_ref()
+            .map(|j| j.key.job_id.clone());
+        self.durable.before(&self.engine, &actions);
+        if after_step && self.failpoint_is("after-step-before-status") {
+            die("after-step-before-status");
+        }
         for action in actions {
             self.perform(action).await?;
         }
         let after = self.engine.current_job().map(|key| key.job_id.clone());
         if let Some(job_id) = before.filter(|id| after.as_ref() != Some(id)) {
             // The job is over (reported or revoked): its working directory goes too.
+            self.durable.remove_self_restart_marker();
             if let Err(err) = self.sandbox.remove_job_dir(&job_id) {
                 tracing::warn!(job_id = %job_id, error = %err, "cannot remove the job's working directory");
             }
@@ -163,15 +270,94 @@ impl JobsTask {
         Ok(())
     }
 
+    /// After a restart: once the service confirmed the job is still ours, re-run or
+    /// complete the interrupted step.
+    async fn maybe_resume(&mut self) -> Result<(), TaskError> {
+        if matches!(self.resume, Resume::Nothing | Resume::Revoked) {
+            return Ok(());
+        }
+        let running = matches!(
+            self.engine.state().job.as_ref().map(|j| &j.run),
+            Some(JobRun::Running { .. })
+        );
+        if !running {
+            // Revoked or gone meanwhile (cancelled, timed out, deleted): nothing to resume.
+            tracing::info!("the interrupted job is no longer ours; nothing to resume");
+            self.resume = Resume::Nothing;
+            self.durable.remove_self_restart_marker();
+            return Ok(());
+        }
+        if self.engine.awaiting_confirmation() || self.shutting_down {
+            return Ok(());
+        }
+        let actions = match std::mem::replace(&mut self.resume, Resume::Nothing) {
+            Resume::Rerun => self.engine.resume_step(),
+            Resume::Finish(outcome) => {
+                self.durable.remove_self_restart_marker();
+                self.durable.step_finished(&outcome);
+                self.engine.finish_interrupted_step(outcome)
+            }
+            Resume::Nothing | Resume::Revoked => Vec::new(),
+        };
+        self.apply(actions, false).await
+    }
+
+    /// A reboot step exited 0: journal that the reboot is requested and report nothing
+    /// until the system goes down (or the wait ends).
+    fn hold_for_reboot(&mut self) {
+        self.durable.reboot_requested();
+        self.durable.write(&self.engine);
+        tracing::info!(
+            "reboot requested; waiting up to {} s for the system to go down (the step completes after the reboot)",
+            self.cfg.reboot_timeout.as_secs()
+        );
+        self.reboot_wait = Some(Box::pin(tokio::time::sleep(self.cfg.reboot_timeout)));
+    }
+
+    fn failpoint_is(&self, name: &str) -> bool {
+        self.failpoint.as_deref() == Some(name)
+    }
+
+    /// True when `input` is the service accepting our terminal status.
+    fn terminal_acknowledged(&self, input: &Input) -> bool {
+        let Input::Message { topic, .. } = input else {
+            return false;
+        };
+        topic.ends_with("/update/accepted")
+            && self
+                .engine
+                .state()
+                .update
+                .as_ref()
+                .is_some_and(|u| u.body.is_terminal())
+    }
+
     async fn perform(&mut self, action: Action) -> Result<(), TaskError> {
         match action {
             Action::Subscribe(filters) => self.subscribe(filters).await?,
             Action::Publish { topic, payload } => self.publish(topic, payload).await?,
-            Action::StartStep(start) => self.start_step(start),
+            Action::StartStep(start) => {
+                if self.shutting_down {
+                    tracing::info!(step = %start.step.label, "shutting down: the next step runs after the restart");
+                } else {
+                    if self.failpoint_is("before-step") {
+                        die("before-step");
+                    }
+                    self.start_step(start);
+                }
+            }
             Action::KillStep { reason } => {
                 if let Some(step) = &self.step {
                     tracing::warn!(%reason, "stopping the running step");
                     step.cancel.cancel();
+                } else if self.reboot_wait.take().is_some() {
+                    // The reboot step already ended; report it stopped.
+                    let _ = self
+                        .internal_tx
+                        .send(Internal::Step(decided(
+                            "was stopped while waiting for the reboot",
+                        )))
+                        .await;
                 }
             }
             Action::ArmTimer { id, after } => {
@@ -243,13 +429,14 @@ impl JobsTask {
     }
 
     fn start_step(&mut self, start: StepStart) {
-        let request = runner::sandbox_request(
+        let mut request = runner::sandbox_request(
             &start.step,
             &start.job_id,
             start.execution_number,
             &self.cfg.engine.thing_name,
             self.cfg.default_step_timeout,
         );
+        request.extra_env = self.durable.step_env(&start);
         tracing::info!(
             job_id = %start.job_id,
             execution_number = start.execution_number,
@@ -280,8 +467,12 @@ impl JobsTask {
         for forwarder in self.forwarders.drain(..) {
             forwarder.abort();
         }
+        // What happened since the last side effect (e.g. a delivered status) is saved too.
+        self.durable.write(&self.engine);
         if let Some(step) = self.step.take() {
-            tracing::info!("stopping the running step for shutdown");
+            tracing::info!(
+                "stopping the running step for shutdown; it runs again at the next start"
+            );
             step.cancel.cancel();
             if tokio::time::timeout(STEP_STOP_WAIT, step.handle)
                 .await
@@ -291,6 +482,33 @@ impl JobsTask {
             }
         }
     }
+}
+
+/// Waits for an optional deadline (never, when there is none).
+async fn wait(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A step outcome the daemon decided without the step's process.
+fn decided(what: &str) -> StepOutcome {
+    StepOutcome {
+        termination: Termination::Decided(what.to_string()),
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        stderr_seen: false,
+        stderr_lines: 0,
+        pgid: None,
+    }
+}
+
+/// A test failpoint was reached: die as abruptly as `kill -9`.
+fn die(failpoint: &str) -> ! {
+    tracing::warn!("{FAILPOINT_ENV}={failpoint}: killing iotjobsd");
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
 }
 
 fn log(event: LogEvent) {
@@ -311,6 +529,11 @@ pub fn task_config(config: &crate::config::Config, thing_name: &str) -> TaskConf
     TaskConfig {
         engine,
         default_step_timeout: Duration::from_secs(config.jobs.default_step_timeout_secs),
+        state_dir: config.paths.state_dir.clone(),
+        boot_id_file: config.paths.boot_id_file.clone(),
+        on_shutdown: config.jobs.on_shutdown,
+        stop_timeout: Duration::from_secs(config.jobs.stop_timeout_secs),
+        reboot_timeout: Duration::from_secs(config.jobs.reboot_timeout_secs),
     }
 }
 

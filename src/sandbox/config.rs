@@ -82,6 +82,9 @@ pub struct StepRequest {
     /// The action's `runAsUser`; `None` or empty means the daemon's own user.
     pub run_as_user: Option<String>,
     pub timeout: Duration,
+    /// More variables for the step's environment, set by the daemon (never by a job
+    /// document): `IOTJOBS_BOOT_ID_FILE`, `IOTJOBS_SELF_RESTART_FILE`.
+    pub extra_env: Vec<(String, String)>,
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ pub enum Termination {
     Cancelled,
     /// The step was refused or could not be started; nothing ran.
     SpawnFailed(SandboxError),
+    /// The daemon decided the step's outcome without its process, after a restart
+    /// (e.g. a reboot that did not happen); the text completes "step 'X' ...".
+    Decided(String),
 }
 
 /// Everything the engine needs to report a step.
@@ -70,6 +73,7 @@ impl Termination {
             Termination::TimedOut(after) => format!("timed out after {}", seconds(*after)),
             Termination::Cancelled => "was cancelled".to_string(),
             Termination::SpawnFailed(err) => format!("could not be started: {err}"),
+            Termination::Decided(what) => what.clone(),
         };
         format!("step '{step_name}' {what}")
     }

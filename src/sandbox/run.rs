@@ -259,7 +259,7 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
 /// The complete environment of a step; nothing is inherited from the daemon.
 fn step_env(req: &StepRequest, target: &Target) -> Vec<(String, String)> {
     let id = &target.identity;
-    vec![
+    let mut env = vec![
         ("PATH".into(), STEP_PATH.into()),
         ("LANG".into(), "C.UTF-8".into()),
         ("HOME".into(), id.home.to_string_lossy().into_owned()),
@@ -273,7 +273,9 @@ fn step_env(req: &StepRequest, target: &Target) -> Vec<(String, String)> {
         ("IOTJOBS_STEP".into(), req.step_name.clone()),
         ("IOTJOBS_STEP_INDEX".into(), req.step_index.to_string()),
         ("IOTJOBS_THING_NAME".into(), req.thing_name.clone()),
-    ]
+    ];
+    env.extend(req.extra_env.iter().cloned());
+    env
 }
 
 fn termination_of(status: std::process::ExitStatus) -> Termination {

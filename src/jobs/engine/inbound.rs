@@ -153,13 +153,38 @@ impl Engine {
                 }
             }
             (Some(execution), Some(current)) => {
-                if ExecKey::of(&execution) != current {
+                if ExecKey::of(&execution) == current
+                    && execution.status == JobExecutionStatus::InProgress
+                    && self.state.unconfirmed
+                {
+                    // After a restart: the execution is still ours and running.
+                    self.still_ours(execution.version_number, out);
+                } else if ExecKey::of(&execution) != current {
                     self.confirm(
                         &format!("start-next returned another job, {}", execution.job_id),
                         out,
                     );
                 }
             }
+        }
+    }
+
+    /// The service confirmed a restored job is still ours and IN_PROGRESS.
+    fn still_ours(&mut self, version: i64, out: &mut Out) {
+        self.state.unconfirmed = false;
+        let update_idle = self.state.update.is_none();
+        if let Some(job) = &mut self.state.job {
+            if update_idle {
+                job.version = version;
+            }
+            out.log(
+                LogLevel::Info,
+                Some(&job.key.job_id),
+                format!(
+                    "job {} is still ours and IN_PROGRESS (version {version}); resuming it",
+                    job.key.job_id
+                ),
+            );
         }
     }
 
@@ -323,6 +348,7 @@ impl Engine {
                     job.version = execution.version_number;
                 }
                 job.awaiting_version = false;
+                self.state.unconfirmed = false;
             }
             Some(execution) if execution.execution_number != job.key.execution_number => self
                 .execution_gone(

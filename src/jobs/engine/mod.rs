@@ -180,6 +180,11 @@ pub struct EngineState {
     pub resync: bool,
     /// A notification suggested there is work; ask start-next when idle.
     pub work_hinted: bool,
+    /// Restored with a job whose step was interrupted: the service has not yet confirmed
+    /// (start-next or describe) that the execution is still ours and IN_PROGRESS, so the
+    /// step must not run again yet.
+    #[serde(default)]
+    pub unconfirmed: bool,
 }
 
 /// The engine: configuration, state and the parsed plan of the current job.
@@ -224,6 +229,7 @@ impl Engine {
             recent: VecDeque::new(),
             resync: false,
             work_hinted: false,
+            unconfirmed: false,
         };
         Engine {
             cfg,
@@ -249,10 +255,12 @@ impl Engine {
         if let Some(req) = &mut state.describe {
             req.state = RequestState::Unsent;
         }
+        state.unconfirmed = false;
         let plan = match &mut state.job {
             Some(job) => {
                 if let JobRun::Running { step_running, .. } = &mut job.run {
                     *step_running = false;
+                    state.unconfirmed = true;
                 }
                 crate::jobs::runner::prepare(&job.document, &cfg.host).ok()
             }
@@ -281,6 +289,24 @@ impl Engine {
         }
         self.pump(&mut out);
         out.actions
+    }
+
+    /// After [`Engine::restore`]: ends the interrupted step with `outcome` instead of
+    /// running it again (a reboot step judged by the boot id, a step that restarted the
+    /// daemon, a step stopped by a reboot that did not happen). The job then goes on as
+    /// if the step had reported `outcome`.
+    pub fn finish_interrupted_step(&mut self, outcome: StepOutcome) -> Vec<Action> {
+        match self.state.job.as_mut().map(|job| &mut job.run) {
+            Some(JobRun::Running { step_running, .. }) => *step_running = true,
+            Some(JobRun::Revoked) => {}
+            _ => return Vec::new(),
+        }
+        self.handle(Input::StepFinished(outcome))
+    }
+
+    /// True while a restored job waits for the service to confirm it is still ours.
+    pub fn awaiting_confirmation(&self) -> bool {
+        self.state.unconfirmed && self.state.job.is_some()
     }
 
     pub fn config(&self) -> &EngineConfig {

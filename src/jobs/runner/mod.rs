@@ -244,6 +244,7 @@ pub fn sandbox_request(
         args,
         run_as_user: step.run_as_user.clone(),
         timeout: step.timeout.unwrap_or(default_timeout),
+        extra_env: Vec::new(),
     }
 }
 

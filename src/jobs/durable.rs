@@ -1,0 +1,271 @@
+//! The jobs task's durability glue: keeps the [`StepMark`] of the step in progress,
+//! decides when the journal must be written (before a side effect) and writes it, and
+//! rebuilds the engine from the journal at start.
+//!
+//! Write policy (the speed of the notify → SUCCEEDED path depends on it): the journal is
+//! written, durably, only when a transition's actions include a side effect (a status
+//! update published, a step started or stopped) or a step's phase changed, and only if
+//! the state differs from the last write. A transition without a side effect (a reply
+//! that only bumps the version, the job's end after `update/accepted`) is captured by the
+//! next write or at shutdown: replaying it after a crash only resends a status the
+//! service then reports as already applied, which the engine counts as delivered.
+//!
+//! Must not perform the actions itself or talk to the network.
+
+use std::path::{Path, PathBuf};
+
+use crate::jobs::document::StepKind;
+use crate::jobs::engine::{Action, Engine, EngineConfig, StepStart};
+use crate::jobs::journal::{
+    self, Journal, JournalError, JournalRecord, Loaded, StepMark, StepPhase, FORMAT,
+};
+use crate::jobs::resume::{self, Resume};
+use crate::jobs::runner::StepRequest;
+use crate::sandbox::StepOutcome;
+
+/// Handler names whose success is judged by the boot id (AWS-Reboot uses `reboot.sh`).
+const REBOOT_HANDLERS: &[&str] = &["reboot.sh"];
+
+/// The journal and what the task tracks beside the engine's state.
+pub struct Durability {
+    journal: Option<Journal>,
+    boot_id_file: PathBuf,
+    boot_id: Option<String>,
+    mark: Option<StepMark>,
+    /// Encoding of (mark, engine state) last written, to skip identical writes.
+    last: Vec<u8>,
+}
+
+impl Durability {
+    /// Opens the journal in `state_dir`; when that fails the daemon still runs jobs, but
+    /// without durability, and says so loudly.
+    pub fn open(state_dir: &Path, boot_id_file: &Path) -> Durability {
+        let journal = match Journal::open(state_dir) {
+            Ok(journal) => {
+                if let Err(err) = journal.prepare_self_restart_dir() {
+                    tracing::warn!(error = %err, "self-restart markers unavailable");
+                }
+                Some(journal)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "no journal: a job interrupted by a crash or reboot will not resume, and statuses not yet delivered are lost on restart");
+                None
+            }
+        };
+        let boot_id = journal::read_boot_id(boot_id_file);
+        if boot_id.is_none() {
+            tracing::warn!(file = %boot_id_file.display(), "cannot read the boot id; reboot steps will fail");
+        }
+        Durability {
+            journal,
+            boot_id_file: boot_id_file.to_path_buf(),
+            boot_id,
+            mark: None,
+            last: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the engine from the journal (a fresh one when there is none or it is
+    /// unusable) and says what to do with an interrupted step.
+    pub fn restore(&mut self, cfg: EngineConfig) -> (Engine, Resume) {
+        let Some(journal) = &self.journal else {
+            return (Engine::new(cfg), Resume::Nothing);
+        };
+        let record = match journal.load() {
+            Loaded::Empty => return (Engine::new(cfg), Resume::Nothing),
+            Loaded::Corrupt { reason, moved_to } => {
+                let moved = moved_to
+                    .map(|p| format!("moved to {}", p.display()))
+                    .unwrap_or_else(|| "deleted (it could not be moved)".into());
+                tracing::error!(
+                    "the journal {} is unusable ({reason}); {moved}; starting without it: a job in progress is taken up again from the service (start-next) from its first step",
+                    journal.path().display()
+                );
+                return (Engine::new(cfg), Resume::Nothing);
+            }
+            Loaded::Record(record) => record,
+        };
+        let self_restart_done = record.step.as_ref().is_some_and(|m| {
+            journal
+                .self_restart_file(&m.job_id, m.execution_number, m.index, m.rollback)
+                .exists()
+        });
+        let decision = resume::decide(
+            &record.engine,
+            record.step.as_ref(),
+            self.boot_id.as_deref(),
+            self_restart_done,
+        );
+        if let (Some(job), Some(mark)) = (&record.engine.job, &record.step) {
+            tracing::info!(
+                job_id = %job.key.job_id,
+                "journal: job {} execution {} was at step '{}' ({:?}, boot id then {}, now {}); {}",
+                job.key.job_id,
+                job.key.execution_number,
+                mark.name,
+                mark.phase,
+                mark.boot_id,
+                self.boot_id.as_deref().unwrap_or("unknown"),
+                describe(&decision)
+            );
+        } else if let Some(job) = &record.engine.job {
+            tracing::info!(job_id = %job.key.job_id, "journal: job {} to finish reporting; {}", job.key.job_id, describe(&decision));
+        }
+        self.mark = record.step.clone();
+        let engine = Engine::restore(cfg, record.engine);
+        (engine, decision)
+    }
+
+    /// The environment a step gets from the daemon: the boot id file and its
+    /// self-restart marker (any stale marker removed first).
+    pub fn step_env(&self, start: &StepStart) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "IOTJOBS_BOOT_ID_FILE".to_string(),
+            self.boot_id_file.to_string_lossy().into_owned(),
+        )];
+        if let Some(journal) = &self.journal {
+            let marker = journal.self_restart_file(
+                &start.job_id,
+                start.execution_number,
+                start.step.at.index,
+                start.step.at.rollback,
+            );
+            let _ = std::fs::remove_file(&marker);
+            env.push((
+                "IOTJOBS_SELF_RESTART_FILE".to_string(),
+                marker.to_string_lossy().into_owned(),
+            ));
+        }
+        env
+    }
+
+    /// Removes the self-restart marker of the step in progress, if any.
+    pub fn remove_self_restart_marker(&self) {
+        if let (Some(journal), Some(m)) = (&self.journal, &self.mark) {
+            let _ = std::fs::remove_file(journal.self_restart_file(
+                &m.job_id,
+                m.execution_number,
+                m.index,
+                m.rollback,
+            ));
+        }
+    }
+
+    /// A step ended: its mark records the result (a new step may replace it at once).
+    pub fn step_finished(&mut self, outcome: &StepOutcome) {
+        if let Some(mark) = &mut self.mark {
+            let result = if outcome.succeeded() {
+                "succeeded".to_string()
+            } else {
+                outcome.reason(&mark.name)
+            };
+            mark.phase = StepPhase::Finished { result };
+        }
+    }
+
+    /// True when the step in progress is a reboot step.
+    pub fn is_reboot_step(&self) -> bool {
+        self.mark
+            .as_ref()
+            .is_some_and(|m| m.reboot && m.phase == StepPhase::Started)
+    }
+
+    /// A reboot step exited 0: the reboot is requested.
+    pub fn reboot_requested(&mut self) {
+        if let Some(mark) = &mut self.mark {
+            mark.phase = StepPhase::RebootRequested;
+        }
+    }
+
+    /// Journals what is about to happen, when `actions` include a side effect. Errors are
+    /// logged; the daemon carries on (it cannot do better than the engine's own state).
+    pub fn before(&mut self, engine: &Engine, actions: &[Action]) {
+        for action in actions {
+            if let Action::StartStep(start) = action {
+                self.mark = Some(self.mark_for(engine, start));
+            }
+        }
+        if engine.current_job().is_none() {
+            self.mark = None;
+        }
+        let side_effect = actions.iter().any(|a| match a {
+            Action::Publish { topic, .. } => topic.ends_with("/update"),
+            Action::StartStep(_) | Action::KillStep { .. } => true,
+            _ => false,
+        });
+        if side_effect {
+            self.write(engine);
+        }
+    }
+
+    /// Writes the journal if anything changed since the last write.
+    pub fn write(&mut self, engine: &Engine) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let key = match serde_json::to_vec(&(&self.mark, engine.state())) {
+            Ok(key) => key,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot encode the journal");
+                return;
+            }
+        };
+        if key == self.last {
+            return;
+        }
+        let record = JournalRecord {
+            format: FORMAT,
+            written_at_ms: journal::unix_millis(),
+            boot_id: self.boot_id.clone().unwrap_or_default(),
+            step: self.mark.clone(),
+            engine: engine.state().clone(),
+        };
+        match journal.write(&record) {
+            Ok(()) => self.last = key,
+            Err(err) => log_write_error(&err),
+        }
+    }
+
+    fn mark_for(&self, engine: &Engine, start: &StepStart) -> StepMark {
+        let version = engine
+            .state()
+            .job
+            .as_ref()
+            .map(|job| job.version)
+            .unwrap_or_default();
+        StepMark {
+            job_id: start.job_id.clone(),
+            execution_number: start.execution_number,
+            version_number: version,
+            index: start.step.at.index,
+            rollback: start.step.at.rollback,
+            name: start.step.step.name.clone(),
+            reboot: is_reboot(&start.step),
+            phase: StepPhase::Started,
+            boot_id: self.boot_id.clone().unwrap_or_default(),
+            started_at: journal::unix_millis() / 1000,
+        }
+    }
+}
+
+fn is_reboot(step: &StepRequest) -> bool {
+    matches!(&step.step.kind, StepKind::Handler { name, .. } if REBOOT_HANDLERS.contains(&name.as_str()))
+}
+
+fn describe(decision: &Resume) -> &'static str {
+    match decision {
+        Resume::Nothing => "its status is sent after connecting",
+        Resume::Rerun => "the step runs again once the service confirms the job is still ours",
+        Resume::Finish(outcome) if outcome.succeeded() => {
+            "the step is complete; the job goes on once the service confirms it is still ours"
+        }
+        Resume::Finish(_) => {
+            "the step failed; reported once the service confirms the job is still ours"
+        }
+        Resume::Revoked => "it was being revoked; it is dropped",
+    }
+}
+
+fn log_write_error(err: &JournalError) {
+    tracing::error!(error = %err, "cannot write the journal; a crash now could repeat or lose this job's progress");
+}
