@@ -177,9 +177,10 @@ impl Durability {
         }
     }
 
-    /// Journals what is about to happen, when `actions` include a side effect. Errors are
-    /// logged; the daemon carries on (it cannot do better than the engine's own state).
-    pub fn before(&mut self, engine: &Engine, actions: &[Action]) {
+    /// Journals what is about to happen, when `actions` include a side effect or
+    /// `result` (a step's result was just recorded). Errors are logged; the daemon
+    /// carries on (it cannot do better than the engine's own state).
+    pub fn before(&mut self, engine: &Engine, actions: &[Action], result: bool) {
         for action in actions {
             if let Action::StartStep(start) = action {
                 self.mark = Some(self.mark_for(engine, start));
@@ -193,7 +194,7 @@ impl Durability {
             Action::StartStep(_) | Action::KillStep { .. } => true,
             _ => false,
         });
-        if side_effect {
+        if side_effect || result {
             self.write(engine);
         }
     }

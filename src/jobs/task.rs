@@ -252,7 +252,7 @@ impl JobsTask {
             .job
             .as_ref()
             .map(|j| j.key.job_id.clone());
-        self.durable.before(&self.engine, &actions);
+        self.durable.before(&self.engine, &actions, after_step);
         if after_step && self.failpoint_is("after-step-before-status") {
             die("after-step-before-status");
         }
@@ -295,7 +295,8 @@ impl JobsTask {
             Resume::Finish(outcome) => {
                 self.durable.remove_self_restart_marker();
                 self.durable.step_finished(&outcome);
-                self.engine.finish_interrupted_step(outcome)
+                let actions = self.engine.finish_interrupted_step(outcome);
+                return self.apply(actions, true).await;
             }
             Resume::Nothing | Resume::Revoked => Vec::new(),
         };
