@@ -2,6 +2,7 @@
 //! This module holds the harness; the cases are split by concern.
 
 mod flow;
+mod restore;
 mod retries;
 mod revocation;
 
