@@ -401,3 +401,98 @@ async fn a_corrupt_journal_is_moved_aside_and_the_daemon_runs_jobs() {
         });
     assert!(moved, "the corrupt journal was kept for inspection");
 }
+
+/// Soak: N two-step jobs under random `kill -9` of the daemon and broker restarts, each
+/// at a random moment of the job. Prints lost and duplicated terminal statuses and fails
+/// unless both are 0. Not part of `cargo test` (ignored); `.ci/run` runs it with
+/// `IOTJOBS_SOAK_N=200`. `IOTJOBS_SOAK_SEED` replays a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: run explicitly (see .ci/run)"]
+async fn soak() {
+    let n: usize = std::env::var("IOTJOBS_SOAK_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var("IOTJOBS_SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut s = Stack::start("").await;
+    s.append_handler();
+    s.spawn_daemon(None);
+    let began = std::time::Instant::now();
+    let (mut kills, mut broker_restarts) = (0, 0);
+    let (mut lost, mut duplicated, mut wrong) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let job = format!("soak-{i}");
+        let (a, b) = (format!("{i}-a"), format!("{i}-b"));
+        s.create_job(
+            &job,
+            doc(vec![
+                handler_step("A", "append.sh", &[&a]),
+                handler_step("B", "append.sh", &[&b]),
+            ]),
+        )
+        .await;
+        let delay = std::time::Duration::from_micros(rng.u64(0..30_000));
+        match rng.u32(0..10) {
+            0..=2 => {
+                tokio::time::sleep(delay).await;
+                s.kill_daemon();
+                kills += 1;
+                s.spawn_daemon(None);
+            }
+            3 => {
+                tokio::time::sleep(delay).await;
+                s.stop_broker().await;
+                s.restart_broker().await;
+                broker_restarts += 1;
+            }
+            _ => {}
+        }
+        // A lost status is one the service never gets.
+        let deadline = std::time::Instant::now() + harness::WAIT;
+        let status = loop {
+            let (status, _) = s.service_execution(&job).await;
+            if harness::TERMINAL.contains(&status.as_str()) || std::time::Instant::now() > deadline
+            {
+                break status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        match status.as_str() {
+            "SUCCEEDED" => {}
+            s if harness::TERMINAL.contains(&s) => wrong.push(format!("{job}: {s}")),
+            _ => lost.push(job.clone()),
+        }
+    }
+    // Replies still on their way reach the observer.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for i in 0..n {
+        let job = format!("soak-{i}");
+        if s.accepted_terminals(&job) > 1 {
+            duplicated.push(job);
+        }
+    }
+    let runs = s.runs();
+    let steps_rerun = runs.len() - {
+        let mut unique = runs.clone();
+        unique.sort();
+        unique.dedup();
+        unique.len()
+    };
+    println!(
+        "soak: N={n} seed={seed} kills={kills} broker_restarts={broker_restarts} \
+         lost={} duplicated={} wrong_status={} interrupted_steps_rerun={steps_rerun} elapsed={:.1}s",
+        lost.len(),
+        duplicated.len(),
+        wrong.len(),
+        began.elapsed().as_secs_f64()
+    );
+    assert!(
+        lost.is_empty() && duplicated.is_empty() && wrong.is_empty(),
+        "lost {lost:?}, duplicated {duplicated:?}, wrong {wrong:?}; daemon log:\n{}",
+        s.log()
+    );
+}
