@@ -285,6 +285,7 @@ impl Engine {
             return out.actions;
         };
         if let Some(step) = crate::jobs::runner::current(plan, runner) {
+            self.rearm_heartbeat(&mut out);
             self.advance(crate::jobs::runner::Next::Run(step), &mut out);
         }
         self.pump(&mut out);
@@ -301,7 +302,22 @@ impl Engine {
             Some(JobRun::Revoked) => {}
             _ => return Vec::new(),
         }
-        self.handle(Input::StepFinished(outcome))
+        let mut out = Out::default();
+        self.rearm_heartbeat(&mut out);
+        out.actions
+            .extend(self.handle(Input::StepFinished(outcome)));
+        out.actions
+    }
+
+    /// Timers do not survive a restart: a resumed job's heartbeats start again.
+    fn rearm_heartbeat(&mut self, out: &mut Out) {
+        let running = matches!(
+            self.state.job.as_ref().map(|job| &job.run),
+            Some(JobRun::Running { .. })
+        );
+        if let (true, Some(interval)) = (running, self.cfg.heartbeat_interval()) {
+            self.arm_timer(TimerKind::Heartbeat, interval, out);
+        }
     }
 
     /// True while a restored job waits for the service to confirm it is still ours.
