@@ -3,12 +3,13 @@
 //! rebuilds the engine from the journal at start.
 //!
 //! Write policy (the speed of the notify → SUCCEEDED path depends on it): the journal is
-//! written, durably, only when a transition's actions include a side effect (a status
-//! update published, a step started or stopped) or a step's phase changed, and only if
-//! the state differs from the last write. A transition without a side effect (a reply
-//! that only bumps the version, the job's end after `update/accepted`) is captured by the
-//! next write or at shutdown: replaying it after a crash only resends a status the
-//! service then reports as already applied, which the engine counts as delivered.
+//! written, durably, when a transition's actions include a side effect (a status update
+//! published, a step started or stopped) or the transition records a step's result, and
+//! only if the state differs from the last write; the end of a job is journalled after
+//! the transition's actions (so the next start-next is not held up). A transition without
+//! a side effect (a reply that only bumps the version) is captured by the next write or
+//! at shutdown: replaying it after a crash only resends a status, which the service
+//! reports as already applied (counted as delivered) or reconciles (`VersionMismatch`).
 //!
 //! Must not perform the actions itself or talk to the network.
 
@@ -137,6 +138,19 @@ impl Durability {
             ));
         }
         env
+    }
+
+    /// Removes every self-restart marker (one job runs at a time: when it is over, any
+    /// marker left is stale).
+    pub fn clear_self_restart_markers(&self) {
+        if let Some(journal) = &self.journal {
+            let dir = journal.self_restart_dir();
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     /// Removes the self-restart marker of the step in progress, if any.

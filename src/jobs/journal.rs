@@ -225,6 +225,11 @@ impl Journal {
             .join(format!("{safe}.{execution_number}.{kind}-{index}"))
     }
 
+    /// The directory of the self-restart markers.
+    pub fn self_restart_dir(&self) -> PathBuf {
+        self.dir.join(SELF_RESTART_DIR)
+    }
+
     /// Creates the directory of the self-restart markers.
     pub fn prepare_self_restart_dir(&self) -> Result<(), JournalError> {
         create_dir(&self.dir.join(SELF_RESTART_DIR))

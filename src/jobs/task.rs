@@ -261,8 +261,12 @@ impl JobsTask {
         }
         let after = self.engine.current_job().map(|key| key.job_id.clone());
         if let Some(job_id) = before.filter(|id| after.as_ref() != Some(id)) {
-            // The job is over (reported or revoked): its working directory goes too.
-            self.durable.remove_self_restart_marker();
+            // The job is over (reported or revoked). Journalled after the actions (the
+            // next job's start-next is not held up): a crash before this write only
+            // makes the next start resend a status the service already has.
+            self.durable.write(&self.engine);
+            // Its working directory and markers go too.
+            self.durable.clear_self_restart_markers();
             if let Err(err) = self.sandbox.remove_job_dir(&job_id) {
                 tracing::warn!(job_id = %job_id, error = %err, "cannot remove the job's working directory");
             }
