@@ -184,6 +184,15 @@ impl Durability {
             .is_some_and(|m| m.reboot && m.phase == StepPhase::Started)
     }
 
+    /// The step due was not started (shutdown): journal that, so a reboot meanwhile
+    /// does not count as its success.
+    pub fn step_not_started(&mut self, engine: &Engine) {
+        if let Some(mark) = &mut self.mark {
+            mark.phase = StepPhase::NotStarted;
+        }
+        self.write(engine);
+    }
+
     /// A reboot step exited 0: the reboot is requested.
     pub fn reboot_requested(&mut self) {
         if let Some(mark) = &mut self.mark {

@@ -54,6 +54,8 @@ pub enum JournalError {
 pub enum StepPhase {
     /// Journalled before the process is spawned; stays so while it runs.
     Started,
+    /// Due, but not started because the daemon was shutting down.
+    NotStarted,
     /// A reboot step exited 0: the reboot is requested, the system should go down.
     RebootRequested,
     /// The step ended; its result is in the engine state of the same record.

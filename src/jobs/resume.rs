@@ -7,7 +7,8 @@
 //!   same boot id while the handler was still running (the daemon crashed) re-runs it;
 //! - a step whose self-restart marker exists asked for iotjobsd's own restart: it
 //!   completed, so it is not run again (no restart loop, AWS #365);
-//! - any other interrupted step runs again (steps completed before it never do);
+//! - any other interrupted step runs again (steps completed before it never do), and so
+//!   does a step that was due but not started because of a shutdown;
 //! - a job that was being revoked ends at once.
 //!
 //! Every decision but `Revoked` waits until the service confirmed the execution is still
@@ -52,7 +53,7 @@ pub fn decide(
             && m.execution_number == job.key.execution_number
             && m.index == runner.current.index
             && m.rollback == runner.current.rollback
-            && !matches!(m.phase, StepPhase::Finished { .. })
+            && matches!(m.phase, StepPhase::Started | StepPhase::RebootRequested)
     }) else {
         return Resume::Rerun;
     };
@@ -214,6 +215,13 @@ mod tests {
             decide(&state("running"), Some(&m), Some("boot-1"), false),
             Resume::Rerun
         );
+    }
+
+    #[test]
+    fn a_reboot_step_never_started_runs_after_any_reboot() {
+        let m = mark(true, StepPhase::NotStarted);
+        let r = decide(&state("running"), Some(&m), Some("boot-2"), true);
+        assert_eq!(r, Resume::Rerun);
     }
 
     #[test]

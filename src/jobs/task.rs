@@ -344,6 +344,7 @@ impl JobsTask {
             Action::StartStep(start) => {
                 if self.shutting_down {
                     tracing::info!(step = %start.step.label, "shutting down: the next step runs after the restart");
+                    self.durable.step_not_started(&self.engine);
                 } else {
                     if self.failpoint_is("before-step") {
                         die("before-step");
