@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod demo;
+pub mod lifecycle;
 pub mod pki;
 pub mod provision;
 pub mod server;
