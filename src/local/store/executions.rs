@@ -245,3 +245,19 @@ impl Store {
             > 0)
     }
 }
+
+impl Store {
+    /// IN_PROGRESS executions whose in-progress or step deadline is at or before `now`
+    /// (epoch seconds), in creation order.
+    pub fn expired_executions(&self, now: i64) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXEC_COLS} FROM job_executions e
+             WHERE e.status = 'IN_PROGRESS'
+               AND (e.in_progress_deadline <= ?1 OR e.step_deadline <= ?1)
+             ORDER BY e.seq"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([now], exec_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
