@@ -5,3 +5,6 @@
 
 #[path = "lifecycle/core.rs"]
 mod core;
+
+#[path = "lifecycle/daemon.rs"]
+mod daemon;

@@ -77,6 +77,14 @@ pub struct ServeArgs {
     /// Use an external broker (mqtts://HOST:PORT) instead of the embedded one.
     #[arg(long, value_name = "URL")]
     pub broker: Option<String>,
+    /// Minimum minutes a scheduled job's startTime/endTime must be ahead (AWS: 30).
+    /// Jobs AWS would refuse are accepted with a warning.
+    #[arg(long, value_name = "MINUTES", default_value_t = 0)]
+    pub min_schedule_lead_minutes: i64,
+    /// Tests only: time stands still (starting now) and moves only through
+    /// `POST /iotjobs-local/clock {"advanceSeconds": N}`, which also runs the scheduler.
+    #[arg(long)]
+    pub manual_clock: bool,
 }
 
 /// The default data directory.
@@ -155,6 +163,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     opts.mqtt_tcp_addr = args.mqtt_tcp_addr;
     opts.http_addr = args.http_addr;
     opts.external_broker = args.broker;
+    opts.service.min_schedule_lead_minutes = args.min_schedule_lead_minutes.max(0);
+    if args.manual_clock {
+        use crate::local::clock::{Clock, ManualClock, SystemClock};
+        opts.manual_clock = Some(ManualClock::new(SystemClock.now()));
+    }
     let svc = LocalService::start(opts).await?;
     println!("iotjobs-local is running");
     println!("  control plane  {}", svc.endpoint_url());
@@ -165,6 +178,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("  MQTT (plain)   mqtt://{a}  (no authentication)");
     }
     println!("  data           {}", svc.data_dir.display());
+    if args.manual_clock {
+        println!(
+            "  clock          manual: curl -X POST {}/iotjobs-local/clock -d '{{\"advanceSeconds\": 60}}'",
+            svc.endpoint_url()
+        );
+    }
     println!(
         "try: aws iot list-jobs --endpoint-url {} --region us-east-1 --no-sign-request",
         svc.endpoint_url()

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::local::broker::{Broker, BrokerConfig, BrokerError, BrokerEvent, BrokerHandle};
-use crate::local::clock::{Clock, SystemClock};
+use crate::local::clock::{Clock, ManualClock, SystemClock};
 use crate::local::control::{ControlContext, ControlError, HttpServer};
 use crate::local::pki::{Pki, PkiError, SERVICE_IDENTITY};
 use crate::local::service::task::{self, BrokerConnection, RunningService, ServiceHandle};
@@ -43,6 +43,9 @@ pub struct ServeOptions {
     /// `mqtts://host:port` of an external broker to use instead of the embedded one.
     pub external_broker: Option<String>,
     pub service: ServiceConfig,
+    /// Run on this clock instead of the system clock (tests: `serve --manual-clock`); it
+    /// moves only through `POST /iotjobs-local/clock` or the holder of a clone.
+    pub manual_clock: Option<ManualClock>,
 }
 
 impl ServeOptions {
@@ -55,6 +58,7 @@ impl ServeOptions {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             external_broker: None,
             service: ServiceConfig::default(),
+            manual_clock: None,
         }
     }
 
@@ -168,7 +172,10 @@ impl LocalService {
         };
 
         let shutdown = CancellationToken::new();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock: Arc<dyn Clock> = match &opts.manual_clock {
+            Some(c) => Arc::new(c.clone()),
+            None => Arc::new(SystemClock),
+        };
         let account = opts.service.account.clone();
         let core = JobsService::new(store, opts.service);
         let service = task::spawn(core, clock.clone(), Some(conn), shutdown.clone());
@@ -186,6 +193,7 @@ impl LocalService {
             clock,
             pki: Some(pki.clone()),
             mqtt_endpoint: broker.tls_addr(),
+            manual_clock: opts.manual_clock.clone(),
         };
         let http = match HttpServer::bind(opts.http_addr, ctx, shutdown.clone()).await {
             Ok(h) => h,

@@ -10,6 +10,7 @@
 
 mod certs;
 pub mod client;
+mod clock;
 mod document;
 mod error;
 mod executions;
@@ -32,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ApiResult};
 
-use crate::local::clock::Clock;
+use crate::local::clock::{Clock, ManualClock};
 use crate::local::pki::Pki;
 use crate::local::service::task::ServiceHandle;
 use crate::local::service::Account;
@@ -47,6 +48,9 @@ pub struct ControlContext {
     pub pki: Option<Arc<Pki>>,
     /// Where devices reach the broker (mutual TLS), for `GET /iotjobs-local/info`.
     pub mqtt_endpoint: Option<SocketAddr>,
+    /// The same clock as `clock` when it is manual (`serve --manual-clock`): the admin
+    /// route `POST /iotjobs-local/clock` moves it.
+    pub manual_clock: Option<ManualClock>,
 }
 
 impl std::fmt::Debug for ControlContext {
@@ -148,6 +152,10 @@ pub fn router(ctx: ControlContext) -> Router {
         )
         // local extension: what a device needs to connect (CLI `create-thing --out`)
         .route("/iotjobs-local/info", get(service_info))
+        .route(
+            "/iotjobs-local/clock",
+            get(clock::get_clock).post(clock::move_clock),
+        )
         .fallback(unknown_operation)
         .method_not_allowed_fallback(unknown_operation)
         .with_state(ctx)
