@@ -8,3 +8,6 @@ mod core;
 
 #[path = "lifecycle/daemon.rs"]
 mod daemon;
+
+#[path = "lifecycle/http.rs"]
+mod http;

@@ -3,6 +3,7 @@
 //! `watch` and `demo`. Parsing and dispatch only; the verbs live in `cli/verbs.rs`.
 
 mod output;
+mod schedule_view;
 mod verbs;
 pub(crate) mod watch;
 
