@@ -262,6 +262,14 @@ fn executions_are_only_created_and_started_inside_maintenance_windows() {
     );
     assert!(notified(&created, "w").is_empty());
     assert_eq!(f.job_status("w"), JobStatus::InProgress);
+    let d = f.svc.describe_job_at(now, "w").unwrap();
+    assert_eq!(
+        d.scheduled_rollouts.len(),
+        7,
+        "scheduledJobRollouts: the next 7 starts"
+    );
+    assert_eq!(d.scheduled_rollouts[0], t("2030-01-01T02:00"));
+    assert_eq!(d.scheduled_rollouts[6], t("2030-01-07T02:00"));
     assert!(f.tick(t("2030-01-01T01:59")).is_empty());
     assert!(
         f.start_next(t("2030-01-01T01:59"), "t00", None).is_null(),
@@ -631,4 +639,44 @@ fn cancel_job_drops_the_rollout_queue() {
     assert_eq!(d.rollout_remaining, 0);
     assert_eq!(d.counts.number_of_canceled_things, 2);
     assert_eq!(f.status("q", "t04"), None);
+}
+
+#[test]
+fn an_abort_cancels_queued_retries_and_makes_no_more() {
+    let now = t("2030-01-01T00:00");
+    let mut f = Fleet::new(4, now);
+    f.create(
+        now,
+        "ar",
+        json!({"jobExecutionsRetryConfig": {"criteriaList": [{"failureType": "FAILED", "numberOfRetries": 5}]},
+               "abortConfig": {"criteriaList": [{"failureType": "FAILED", "action": "CANCEL",
+                   "thresholdPercentage": 50, "minNumberOfExecutedThings": 2}]}}),
+    );
+    // t00 fails: a retry is queued; 1 thing executed, below the minimum.
+    f.start_next(now, "t00", None);
+    f.update(now, "t00", "ar", "FAILED");
+    assert_eq!(f.status("ar", "t00"), Some(S::Queued));
+    assert_eq!(f.job_status("ar"), JobStatus::InProgress);
+    f.start_next(now, "t02", None);
+    // t01 succeeds: 1 failed of 2 executed = 50% → abort.
+    f.start_next(now, "t01", None);
+    f.update(now, "t01", "ar", "SUCCEEDED");
+    let d = f.svc.describe_job("ar").unwrap();
+    assert_eq!(d.job.status, JobStatus::Canceled);
+    assert_eq!(
+        f.status("ar", "t00"),
+        Some(S::Canceled),
+        "the queued retry is cancelled"
+    );
+    assert_eq!(f.status("ar", "t03"), Some(S::Canceled));
+    assert_eq!(
+        f.status("ar", "t02"),
+        Some(S::InProgress),
+        "abort never cancels running ones"
+    );
+    // t02 fails after the abort: no retry any more.
+    f.update(plus(now, 1), "t02", "ar", "FAILED");
+    assert_eq!(f.status("ar", "t02"), Some(S::Failed));
+    let attempts = f.svc.list_job_executions_for_job("ar", None).unwrap();
+    assert_eq!(attempts.len(), 5, "t00 twice, t01, t02, t03 once");
 }

@@ -112,6 +112,12 @@ pub fn job(acct: &Account, d: &JobDetails) -> Value {
         "isConcurrent": j.status == crate::local::store::JobStatus::InProgress
             && d.rollout_remaining > 0,
         "schedulingConfig": c.scheduling_config,
+        "scheduledJobRollouts": (!d.scheduled_rollouts.is_empty()).then(|| {
+            d.scheduled_rollouts
+                .iter()
+                .map(|t| json!({"startTime": crate::local::lifecycle::schedule::format_time(*t)}))
+                .collect::<Vec<_>>()
+        }),
         "destinationPackageVersions": c.destination_package_versions,
     }))
 }

@@ -106,7 +106,8 @@ pub fn parse(v: &Value) -> Result<Vec<AbortCriterion>, LifecycleError> {
         .collect()
 }
 
-/// The first criterion met by the job's counters (latest execution per thing), if any.
+/// The first criterion met by the job's counters (per thing, its latest finished attempt),
+/// if any.
 /// Executed things are those whose execution ran to SUCCEEDED, FAILED, REJECTED or
 /// TIMED_OUT; cancelled and removed ones never ran.
 pub fn evaluate(criteria: &[AbortCriterion], c: &StatusCounts) -> Option<Abort> {

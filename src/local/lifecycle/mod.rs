@@ -48,10 +48,17 @@ pub struct Lifecycle {
 impl Lifecycle {
     pub fn parse(c: &JobConfigs) -> Result<Self, LifecycleError> {
         let present = |v: &Option<Value>| v.as_ref().filter(|v| !v.is_null()).cloned();
+        let mut scheduling = present(&c.scheduling_config);
+        // A job made from a custom template carries the template's top-level
+        // `maintenanceWindows`; they apply unless the job's own schedule has windows.
+        if let Some(windows) = present(&c.maintenance_windows) {
+            let s = scheduling.get_or_insert_with(|| Value::Object(Default::default()));
+            if let Value::Object(m) = s {
+                m.entry("maintenanceWindows").or_insert(windows);
+            }
+        }
         Ok(Lifecycle {
-            schedule: present(&c.scheduling_config)
-                .map(|v| Schedule::parse(&v))
-                .transpose()?,
+            schedule: scheduling.map(|v| Schedule::parse(&v)).transpose()?,
             rollout: present(&c.job_executions_rollout_config)
                 .map(|v| Rollout::parse(&v))
                 .transpose()?
@@ -149,6 +156,10 @@ mod tests {
         })))
         .unwrap_err();
         assert!(e.0.contains("numberOfRetries"), "{e}");
+        let from_template = Lifecycle::parse(&configs(json!({"maintenanceWindows": [
+            {"startTime": "cron(0 1 ? * SUN *)", "durationInMinutes": 60}]})))
+        .unwrap();
+        assert_eq!(from_template.schedule.unwrap().windows.len(), 1);
         let none = Lifecycle::parse(&JobConfigs::default()).unwrap();
         assert_eq!(none.phase(Timestamp::from_secs(0)), Phase::Open);
         assert_eq!(none.rollout.rate(0, 0), None);

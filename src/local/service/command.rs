@@ -257,7 +257,7 @@ pub(super) fn dispatch(core: &mut JobsService, now: Timestamp, cmd: Command) -> 
             force,
             reply,
         } => reply_with(reply, core.delete_job(now, &job_id, force)),
-        C::DescribeJob(id, r) => reply_with(r, plain(core.describe_job(&id))),
+        C::DescribeJob(id, r) => reply_with(r, plain(core.describe_job_at(now, &id))),
         C::ListJobs(filter, r) => reply_with(r, plain(core.list_jobs(&filter))),
         C::AssociateTargetsWithJob {
             job_id,

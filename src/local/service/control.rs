@@ -55,6 +55,9 @@ pub struct JobDetails {
     pub counts: StatusCounts,
     /// Targets still waiting in the rollout queue (`isConcurrent` while > 0).
     pub rollout_remaining: i64,
+    /// The next maintenance-window starts (`scheduledJobRollouts`, at most 7); filled by
+    /// [`JobsService::describe_job_at`].
+    pub scheduled_rollouts: Vec<Timestamp>,
 }
 
 fn timeout_minutes(configs: &JobConfigs) -> Result<Option<i64>, ServiceError> {
@@ -336,6 +339,7 @@ impl JobsService {
         if update.description.is_some() {
             job.description = update.description;
         }
+        Lifecycle::parse(&job.configs).map_err(|e| ServiceError::InvalidRequest(e.0))?;
         job.last_updated_at = now;
         self.store.atomic(|store| {
             store.update_job(&job)?;
@@ -359,7 +363,24 @@ impl JobsService {
             job,
             counts,
             rollout_remaining,
+            scheduled_rollouts: Vec::new(),
         })
+    }
+
+    /// DescribeJob at `now`: also the next 7 maintenance-window starts of a job that is
+    /// still rolling out.
+    pub fn describe_job_at(
+        &self,
+        now: Timestamp,
+        job_id: &str,
+    ) -> Result<JobDetails, ServiceError> {
+        let mut d = self.describe_job(job_id)?;
+        if matches!(d.job.status, JobStatus::Scheduled | JobStatus::InProgress) {
+            if let Some(s) = Lifecycle::of_stored(job_id, &d.job.configs).schedule {
+                d.scheduled_rollouts = s.next_window_starts(now, 7);
+            }
+        }
+        Ok(d)
     }
 
     /// ListJobs, oldest first.

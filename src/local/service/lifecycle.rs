@@ -250,7 +250,7 @@ impl JobsService {
         if !lc.abort.is_empty() {
             if let Some(mut job) = self.store.get_job(&rec.job_id)? {
                 if job.status == JobStatus::InProgress {
-                    let counts = self.store.status_counts(&job.job_id)?;
+                    let counts = self.store.finished_counts(&job.job_id)?;
                     if let Some(a) = abort::evaluate(&lc.abort, &counts) {
                         tracing::info!(job_id = %job.job_id, "{}", a.comment());
                         let reason = CancelReason {
