@@ -57,10 +57,8 @@ impl JobsService {
                 messages.extend(self.notifications(now, &before)?);
                 messages.extend(extra);
             }
-            for job in store.list_jobs()? {
-                if matches!(job.status, JobStatus::Scheduled | JobStatus::InProgress) {
-                    messages.extend(self.advance_job(now, job, &mut report)?);
-                }
+            for job in store.list_active_jobs()? {
+                messages.extend(self.advance_job(now, job, &mut report)?);
             }
             Ok(Changed {
                 value: report,
@@ -76,8 +74,15 @@ impl JobsService {
         report: &mut TickReport,
     ) -> Result<Vec<Outbound>, ServiceError> {
         let lc = Lifecycle::of_stored(&job.job_id, &job.configs);
-        let phase = lc.phase(now);
         let mut messages = Vec::new();
+        // Most jobs have nothing time-driven left: no schedule and nobody waiting.
+        if job.status == JobStatus::InProgress
+            && lc.schedule.is_none()
+            && self.store.rollout_len(&job.job_id)? == 0
+        {
+            return Ok(messages);
+        }
+        let phase = lc.phase(now);
         if job.status == JobStatus::Scheduled {
             if phase == Phase::BeforeStart {
                 return Ok(messages);
