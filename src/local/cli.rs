@@ -57,6 +57,16 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Show the service's clock, or move the clock of a `serve --manual-clock` service
+    /// (the scheduler runs at once: schedules, windows, rollout, timeouts, retries).
+    Clock {
+        /// Move the clock forward by this many seconds.
+        #[arg(long, value_name = "SECONDS", conflicts_with = "set_time")]
+        advance: Option<f64>,
+        /// Move the clock to this UTC time.
+        #[arg(long, value_name = "YYYY-MM-DDTHH:MM")]
+        set_time: Option<String>,
+    },
     #[command(flatten)]
     Verb(verbs::Verb),
 }
@@ -151,6 +161,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Clock { advance, set_time } => {
+            let api = crate::local::control::client::ApiClient::new(&cli.global.endpoint_url)?;
+            let body = match (advance, set_time) {
+                (Some(s), _) => Some(serde_json::json!({ "advanceSeconds": s })),
+                (None, Some(t)) => Some(serde_json::json!({ "setTime": t })),
+                (None, None) => None,
+            };
+            let v = match body {
+                Some(b) => api.call("POST", "/iotjobs-local/clock", Some(&b)).await?,
+                None => api.get("/iotjobs-local/clock").await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Verb(v) => verbs::run(v, &cli.global).await,
     }
