@@ -385,3 +385,72 @@ async fn force_cancel_kills_the_running_handler_and_ends_canceled() {
     s.wait_status("soft", "SUCCEEDED").await;
     s.stop().await;
 }
+
+/// Acceptance 6 end to end: a step that never finishes times out on the service's
+/// in-progress timer; the device is told, stops the handler, and runs the retry (a new
+/// executionNumber) until the retries are spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_step_times_out_and_the_device_runs_each_retry() {
+    let s = Stack::start("2030-01-01T09:00").await;
+    let runs = s.path("runs");
+    s.handler(
+        "hang.sh",
+        &format!(
+            "echo \"$IOTJOBS_EXECUTION_NUMBER $$\" >> {}\nexec sleep 1000",
+            runs.display()
+        ),
+    );
+    let doc = json!({"version": "1.0", "steps": [{"action": {"name": "Hang", "type": "runHandler",
+        "input": {"handler": "hang.sh", "path": "default"}}}]});
+    s.create_job(
+        "hung",
+        json!({"targets": [thing_arn(THING)], "document": doc.to_string(),
+            "timeoutConfig": {"inProgressTimeoutInMinutes": 10},
+            "jobExecutionsRetryConfig": {"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 1}]}}),
+    )
+    .await;
+    let lines = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let (n, pid) = l.split_once(' ').unwrap();
+                (n.parse::<i64>().unwrap(), pid.parse::<i32>().unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually("the first attempt to run", || lines().len() == 1).await;
+    let e = s.wait_status("hung", "IN_PROGRESS").await;
+    assert_eq!(e["executionNumber"], 1);
+    assert!(e["approximateSecondsBeforeTimedOut"].as_i64().unwrap() <= 600);
+
+    let r = s.set_time("2030-01-01T09:10").await;
+    assert_eq!(r["tick"]["timedOut"], 1);
+    assert_eq!(r["tick"]["retried"], 1);
+    eventually("the retry to run", || lines().len() == 2).await;
+    let l = lines();
+    assert_eq!((l[0].0, l[1].0), (1, 2), "the retry is execution 2");
+    eventually("the timed-out attempt's handler to end", || gone(l[0].1)).await;
+    let first = s
+        .api
+        .get(&format!("/things/{THING}/jobs/hung?executionNumber=1"))
+        .await
+        .unwrap();
+    assert_eq!(first["execution"]["status"], "TIMED_OUT");
+    s.wait_status("hung", "IN_PROGRESS").await;
+
+    let r = s.set_time("2030-01-01T09:20").await;
+    assert_eq!(
+        (r["tick"]["timedOut"].clone(), r["tick"]["retried"].clone()),
+        (json!(1), json!(0))
+    );
+    eventually("the last attempt's handler to end", || gone(l[1].1)).await;
+    let e = s.execution("hung").await;
+    assert_eq!(
+        (e["executionNumber"].clone(), e["status"].clone()),
+        (json!(2), json!("TIMED_OUT"))
+    );
+    assert_eq!(s.job("hung").await["status"], "COMPLETED");
+    assert_eq!(lines().len(), 2, "no third attempt");
+    s.stop().await;
+}
