@@ -680,3 +680,38 @@ fn an_abort_cancels_queued_retries_and_makes_no_more() {
     let attempts = f.svc.list_job_executions_for_job("ar", None).unwrap();
     assert_eq!(attempts.len(), 5, "t00 twice, t01, t02, t03 once");
 }
+
+#[test]
+fn leaving_and_rejoining_a_continuous_job_resets_the_retry_count() {
+    let now = t("2030-01-01T00:00");
+    let mut f = Fleet::new(1, now);
+    let job = NewJob {
+        job_id: "cr".into(),
+        targets: vec![group_arn("fleet")],
+        document: "{}".into(),
+        target_selection: TargetSelection::Continuous,
+        configs: serde_json::from_value(json!({"jobExecutionsRetryConfig": {
+            "criteriaList": [{"failureType": "FAILED", "numberOfRetries": 1}]}}))
+        .unwrap(),
+        ..Default::default()
+    };
+    f.svc.create_job(now, job).unwrap();
+    f.start_next(now, "t00", None);
+    f.update(now, "t00", "cr", "FAILED");
+    // The retry (execution 2) is pending; leaving the group removes it.
+    assert_eq!(f.status("cr", "t00"), Some(S::Queued));
+    f.svc
+        .remove_thing_from_thing_group(plus(now, 1), "fleet", "t00")
+        .unwrap();
+    assert_eq!(f.status("cr", "t00"), Some(S::Removed));
+    // Rejoining starts a new run: execution 3, retryAttempt 0, with its retry available.
+    f.svc
+        .add_thing_to_thing_group(plus(now, 2), "fleet", "t00")
+        .unwrap();
+    let e = f.start_next(plus(now, 3), "t00", None);
+    assert_eq!(e["executionNumber"], 3);
+    f.update(plus(now, 3), "t00", "cr", "FAILED");
+    let latest = f.svc.describe_job_execution("cr", "t00", None).unwrap();
+    assert_eq!((latest.exec.execution_number, latest.retry_attempt), (4, 1));
+    assert_eq!(latest.status(), S::Queued);
+}
