@@ -128,6 +128,34 @@ impl Stack {
         .await;
     }
 
+    /// Polls DescribeJobExecution (what a user checks) until the execution is terminal,
+    /// and asserts it SUCCEEDED.
+    async fn assert_succeeded(&self, job: &str, thing: &str, files: &DeviceFiles) {
+        let log = || std::fs::read_to_string(&files.log_file).unwrap_or_default();
+        let deadline = Instant::now() + WAIT;
+        let execution = loop {
+            let e = self
+                .call("GET", &format!("/things/{thing}/jobs/{job}"), json!({}))
+                .await;
+            let status = e["execution"]["status"].as_str().unwrap_or_default();
+            if !matches!(status, "QUEUED" | "IN_PROGRESS") {
+                break e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{job} still {status}; daemon log:\n{}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            execution["execution"]["status"],
+            "SUCCEEDED",
+            "{execution:#}\ndaemon log:\n{}",
+            log()
+        );
+    }
+
     async fn stop(mut self) {
         if let Some(svc) = self.svc.take() {
             svc.stop().await.unwrap();
@@ -211,32 +239,7 @@ async fn iotjobsd_runs_a_job_to_succeeded_through_mosquitto() {
         )
         .await;
 
-    // What a user checks: DescribeJobExecution until it is terminal.
-    let deadline = Instant::now() + WAIT;
-    let execution = loop {
-        let e = stack
-            .call("GET", "/things/gateway-1/jobs/hello-1", json!({}))
-            .await;
-        let status = e["execution"]["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if !matches!(status.as_str(), "QUEUED" | "IN_PROGRESS") {
-            break e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "execution still {status}; daemon log:\n{}",
-            std::fs::read_to_string(&files.log_file).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(
-        execution["execution"]["status"],
-        "SUCCEEDED",
-        "{execution:#}\ndaemon log:\n{}",
-        std::fs::read_to_string(&files.log_file).unwrap_or_default()
-    );
+    stack.assert_succeeded("hello-1", "gateway-1", &files).await;
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
         "through\nmosquitto\n",
@@ -246,6 +249,36 @@ async fn iotjobsd_runs_a_job_to_succeeded_through_mosquitto() {
     assert_eq!(
         job["job"]["jobProcessDetails"]["numberOfSucceededThings"],
         1
+    );
+
+    // mosquitto restarts (no persistence): the service and the daemon reconnect and
+    // resubscribe by themselves, and the next job runs.
+    tokio::task::block_in_place(|| stack.broker.restart());
+    wait_line(&mut stack.broker, "the service's reconnection", |l| {
+        l.contains(&format!("as {SERVICE_IDENTITY} "))
+    });
+    let mut subscribed = stack.svc.as_ref().unwrap().broker_subscribed();
+    tokio::time::timeout(WAIT, subscribed.wait_for(|s| *s))
+        .await
+        .expect("the service resubscribes")
+        .unwrap();
+    wait_line(&mut stack.broker, "the device's reconnection", |l| {
+        l.contains(" as gateway-1 ")
+    });
+    stack
+        .create_job(
+            "hello-2",
+            "gateway-1",
+            json!({"version": "1.0", "steps": [{"action": {
+                "name": "say-hello", "type": "runHandler",
+                "input": {"handler": "hello.sh", "args": ["after", "restart"], "path": "default"}
+            }}]}),
+        )
+        .await;
+    stack.assert_succeeded("hello-2", "gateway-1", &files).await;
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "after\nrestart\n"
     );
 
     // SIGTERM: the daemon leaves mosquitto cleanly.

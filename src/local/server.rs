@@ -249,6 +249,12 @@ impl LocalService {
         self.handle.clone()
     }
 
+    /// True while the Jobs service is connected and subscribed to its broker (embedded or
+    /// external); it goes false when the connection drops and true again after it resubscribes.
+    pub fn broker_subscribed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.service.subscribed.clone()
+    }
+
     /// Broker events (connections, refusals) from now on.
     pub fn broker_events(&self) -> Option<broadcast::Receiver<BrokerEvent>> {
         self.broker.as_ref().map(BrokerHandle::events)
