@@ -98,8 +98,8 @@ pub enum ServerError {
     ExternalBroker(#[from] ExternalBrokerError),
     #[error(
         "the jobs service did not subscribe to {url} within {after:?}: check that the broker \
-         runs there, that its certificate is signed by the CA given with --broker-ca and names \
-         that host, that it accepts the service's certificate, and that its ACL lets the \
+         runs there, that its certificate names that host and is signed by the broker CA \
+         (--broker-ca, default: the local CA), that it accepts the service's certificate, and that its ACL lets the \
          service identity read and write $aws/things/+/jobs/# (see `iotjobs-local \
          mosquitto-config`); the log above has the broker's answer"
     )]

@@ -62,6 +62,21 @@ pub fn run(args: MosquittoConfigArgs) -> anyhow::Result<ExitCode> {
     ] {
         println!("  {what:<12} {}", path.display());
     }
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    if let Some(user) = opts.user.as_deref().filter(|u| Some(*u) != me.as_deref()) {
+        // The files belong to us with a private key and directory: the other user cannot
+        // read them until the operator grants it.
+        let dir = files.conf.parent().unwrap_or(&files.conf).display();
+        println!(
+            "note: mosquitto will run as {user}; let it read the files, e.g.\n  \
+             chgrp {user} {dir} {key} && chmod 750 {dir} && chmod 640 {key}\n  \
+             (and every parent directory must be searchable by {user})",
+            key = files.key.display()
+        );
+    }
     println!("next:");
     println!("  mosquitto -c {}", files.conf.display());
     println!(
