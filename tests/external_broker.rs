@@ -41,6 +41,12 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Stack {
+        Self::start_with(|_, _| {}).await
+    }
+
+    /// [`Self::start`], with `adjust(dir, broker)` run after `mosquitto-config` wrote its
+    /// files into `dir` and before mosquitto and the service start.
+    async fn start_with(adjust: impl FnOnce(&Path, &mut ExternalBroker)) -> Stack {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let port = free_port();
@@ -65,12 +71,13 @@ impl Stack {
             stdout.contains(&format!("--broker mqtts://localhost:{port}")),
             "{stdout}"
         );
+        let mut external = ExternalBroker::parse(&format!("mqtts://localhost:{port}")).unwrap();
+        adjust(&tmp.path().join("mosquitto"), &mut external);
         let conf = tmp.path().join("mosquitto/mosquitto.conf");
         let mut broker = Mosquitto::spawn(conf, port);
 
         let mut opts = ServeOptions::new(&data).on_free_ports();
-        opts.external_broker =
-            Some(ExternalBroker::parse(&format!("mqtts://localhost:{port}")).unwrap());
+        opts.external_broker = Some(external);
         let svc = LocalService::start(opts).await.unwrap();
         assert!(svc.broker_events().is_none(), "no embedded broker");
         assert_eq!(svc.mqtt_tls_addr, None);
@@ -492,6 +499,65 @@ async fn the_generated_acl_confines_each_device_to_its_own_topics() {
         "mosquitto accepted a foreign certificate: {refused:?}"
     );
 
+    stack.stop().await;
+}
+
+/// A broker whose server certificate comes from another CA (a site's own broker), and
+/// explicit service credentials: `--broker-ca`, `--broker-cert`, `--broker-key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_its_own_ca_and_explicit_service_credentials() {
+    if !have_mosquitto() {
+        return;
+    }
+    let site_ca = Pki::ephemeral().unwrap();
+    let site_ca_pem = site_ca.ca_cert_pem().to_owned();
+    let stack = Stack::start_with(|dir, external| {
+        // mosquitto keeps verifying clients against the local CA (its cafile) but presents
+        // a certificate from the site's CA.
+        let server = site_ca.issue_loopback_server_cert().unwrap();
+        std::fs::write(dir.join("server.pem"), &server.certificate_pem).unwrap();
+        std::fs::write(dir.join("server.key"), &server.key_pair.private_key).unwrap();
+        std::fs::write(dir.join("site-ca.pem"), site_ca.ca_cert_pem()).unwrap();
+        // The service's own credentials, issued by the local CA beforehand.
+        let local = Pki::load_or_create(pki_dir(&dir.parent().unwrap().join("data"))).unwrap();
+        let svc = local.issue_service_cert().unwrap();
+        std::fs::write(dir.join("svc.pem"), &svc.certificate_pem).unwrap();
+        std::fs::write(dir.join("svc.key"), &svc.key_pair.private_key).unwrap();
+        external.ca = Some(dir.join("site-ca.pem"));
+        external.cert = Some(dir.join("svc.pem"));
+        external.key = Some(dir.join("svc.key"));
+    })
+    .await;
+    let port = stack.broker.port;
+
+    // Provisioned devices trust the site's CA for the broker; their certificate is local.
+    let files = stack.thing("site-dev", None).await;
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(&files.root_ca), site_ca_pem);
+    let (dev, mut ev) = client(
+        port,
+        "site-dev",
+        &read(&files.root_ca),
+        &read(&files.cert),
+        &read(&files.key),
+    )
+    .await;
+    dev.subscribe("$aws/things/site-dev/jobs/notify-next", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    next(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+    let doc = json!({"version": "1.0", "steps": [{"action": {
+        "name": "n", "type": "runCommand", "input": {"command": "true"}}}]});
+    stack.create_job("site-job", "site-dev", doc).await;
+    let Packet::Publish(m) = next(&mut ev, "notify-next", |p| {
+        is_publish_on(p, "$aws/things/site-dev/jobs/notify-next")
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(v["execution"]["jobId"], "site-job");
     stack.stop().await;
 }
 
