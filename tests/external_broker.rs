@@ -22,8 +22,7 @@ use iotjobs::local::pki::{self, Pki, SERVICE_IDENTITY};
 use iotjobs::local::provision::{write_device_dir, DeviceFiles};
 use iotjobs::local::server::{pki_dir, LocalService, ServeOptions};
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration,
-    Transport,
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use serde_json::{json, Value};
 
@@ -99,11 +98,6 @@ impl Stack {
 
     fn path(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
-    }
-
-    /// The local CA, as `serve` and `mosquitto-config` share it.
-    fn pki(&self) -> Pki {
-        Pki::load_or_create(pki_dir(&self.path("data"))).unwrap()
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
@@ -367,34 +361,14 @@ async fn the_generated_acl_confines_each_device_to_its_own_topics() {
     if !have_mosquitto() {
         return;
     }
-    let stack = Stack::start().await;
+    let mut stack = Stack::start().await;
     let port = stack.broker.port;
-    stack.thing("dev-a", None).await;
+    let a = stack.thing("dev-a", None).await;
     let b = stack.thing("dev-b", None).await;
     let read = |p: &Path| std::fs::read_to_string(p).unwrap();
     let ca = read(&b.root_ca);
 
-    // An observer with the service identity sees every thing's Jobs traffic.
-    let pki = stack.pki();
-    let svc_cert = pki.issue_service_cert().unwrap();
-    let (observer, mut obs_ev) = client(
-        port,
-        &format!("{SERVICE_IDENTITY}/observer"),
-        &ca,
-        &svc_cert.certificate_pem,
-        &svc_cert.key_pair.private_key,
-    )
-    .await;
-    observer
-        .subscribe("$aws/things/+/jobs/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    next(&mut obs_ev, "the observer's SUBACK", |p| {
-        matches!(p, Packet::SubAck(a) if a.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))))
-    })
-    .await;
-
-    // dev-b, with its own certificate, tries dev-a's topics as well as its own.
+    // dev-b, with its own certificate, subscribes to dev-a's topic as well as its own.
     let (dev_b, mut b_ev) = client(port, "dev-b", &ca, &read(&b.cert), &read(&b.key)).await;
     for t in [
         "$aws/things/dev-a/jobs/notify-next",
@@ -406,6 +380,27 @@ async fn the_generated_acl_confines_each_device_to_its_own_topics() {
         })
         .await;
     }
+
+    // dev-a claims dev-b's client id: mosquitto names it after its certificate instead,
+    // so dev-b's session is not taken over.
+    let (dev_a, mut a_ev) = client(port, "dev-b", &ca, &read(&a.cert), &read(&a.key)).await;
+    wait_line(&mut stack.broker, "dev-a's connection", |l| {
+        l.contains(" as dev-a ") && l.contains("u'dev-a'")
+    });
+    for t in [
+        "$aws/things/dev-a/jobs/start-next/+",
+        "$aws/things/dev-a/jobs/notify-next",
+    ] {
+        dev_a.subscribe(t, QoS::AtLeastOnce).await.unwrap();
+        next(&mut a_ev, "dev-a's SUBACK", |p| {
+            matches!(p, Packet::SubAck(_))
+        })
+        .await;
+    }
+
+    // dev-b publishes a request on dev-a's topic; its PUBACK also shows it is still
+    // connected. mosquitto queues a publish for subscribers before it acknowledges it, so
+    // had this one passed the ACL, the service would answer it before dev-a's own request.
     dev_b
         .publish(
             "$aws/things/dev-a/jobs/start-next",
@@ -415,37 +410,37 @@ async fn the_generated_acl_confines_each_device_to_its_own_topics() {
         )
         .await
         .unwrap();
-    dev_b
+    next(&mut b_ev, "dev-b's PUBACK", |p| {
+        matches!(p, Packet::PubAck(_))
+    })
+    .await;
+    dev_a
         .publish(
-            "$aws/things/dev-b/jobs/get",
+            "$aws/things/dev-a/jobs/start-next",
             QoS::AtLeastOnce,
             false,
-            r#"{"clientToken":"allowed"}"#,
+            r#"{"clientToken":"mine"}"#,
         )
         .await
         .unwrap();
-    for _ in 0..2 {
-        next(&mut b_ev, "dev-b's PUBACK", |p| {
-            matches!(p, Packet::PubAck(_))
-        })
-        .await;
-    }
-
-    // mosquitto handles one client's publishes in order: had the first one passed the
-    // ACL, the observer would see it before the second.
-    let (_, before) = next_seen(&mut obs_ev, "dev-b's own request", |p| {
-        is_publish_on(p, "$aws/things/dev-b/jobs/get")
+    let (found, before) = next_seen(&mut a_ev, "dev-a's start-next reply", |p| {
+        is_publish_on(p, "$aws/things/dev-a/jobs/start-next/accepted")
     })
     .await;
-    assert!(
-        !publishes(&before).contains(&"$aws/things/dev-a/jobs/start-next".to_owned()),
-        "dev-b published on dev-a's topic: {:?}",
-        publishes(&before)
+    let Packet::Publish(reply) = found else {
+        unreachable!()
+    };
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["clientToken"], "mine");
+    assert_eq!(
+        publishes(&before),
+        Vec::<String>::new(),
+        "the service answered dev-b's request on dev-a's topic"
     );
 
-    // The service notifies dev-a first, then dev-b, over the same connection: mosquitto
-    // delivers them to dev-b in that order, so dev-a's would arrive first if the ACL let
-    // dev-b read it (mosquitto grants the SUBACK and filters on delivery).
+    // The service notifies dev-a first, then dev-b, over one connection: mosquitto delivers
+    // them to dev-b in that order, so dev-a's would arrive first if the ACL let dev-b read
+    // it (mosquitto grants the SUBACK and filters on delivery).
     let doc = json!({"version": "1.0", "steps": [{"action": {
         "name": "n", "type": "runCommand", "input": {"command": "true"}}}]});
     stack.create_job("job-a", "dev-a", doc.clone()).await;
@@ -464,11 +459,16 @@ async fn the_generated_acl_confines_each_device_to_its_own_topics() {
         Vec::<String>::new(),
         "dev-b received another thing's messages"
     );
-    // The observer (service identity) did see dev-a's notification.
-    next(&mut obs_ev, "dev-a's notify-next", |p| {
+    // dev-a does get its own notification.
+    let Packet::Publish(m) = next(&mut a_ev, "dev-a's notify-next", |p| {
         is_publish_on(p, "$aws/things/dev-a/jobs/notify-next")
     })
-    .await;
+    .await
+    else {
+        unreachable!()
+    };
+    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(v["execution"]["jobId"], "job-a");
 
     // A certificate from another CA gets no connection at all.
     let stranger = Pki::ephemeral()

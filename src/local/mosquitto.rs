@@ -3,7 +3,9 @@
 //!
 //! * mutual TLS: `require_certificate true`, the client certificate's CN is the username
 //!   (`use_identity_as_username`), so the thing name for devices and
-//!   [`SERVICE_IDENTITY`] for the Jobs service;
+//!   [`SERVICE_IDENTITY`] for the Jobs service; the username is also the client id
+//!   (`use_username_as_clientid`), as the embedded broker requires client id = CN, so a
+//!   device cannot take over another thing's session by claiming its client id;
 //! * ACL: the service may read and write `$aws/things/+/jobs/#` (a `$` topic is never
 //!   matched by `#`, so the filter is spelled out), and each device only
 //!   `$aws/things/<its CN>/#`: the local equivalent of the usual AWS IoT policy;
@@ -108,6 +110,8 @@ pub fn conf_text(opts: &MosquittoOptions, user: &str, files: &MosquittoFiles) ->
          keyfile {key}\n\
          require_certificate true\n\
          use_identity_as_username true\n\
+         # Client id = certificate CN: no device can take over another's session.\n\
+         use_username_as_clientid true\n\
          tls_version tlsv1.2\n",
         port = opts.port,
         bind = opts.bind,
@@ -259,6 +263,7 @@ mod tests {
             format!("acl_file {}", files.acl.display()),
             "require_certificate true".into(),
             "use_identity_as_username true".into(),
+            "use_username_as_clientid true".into(),
             "allow_anonymous false".into(),
             "set_tcp_nodelay true".into(),
             "user nobody".into(),
