@@ -35,6 +35,7 @@ const PKI_DIR: &str = "pki";
 pub fn pki_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(PKI_DIR)
 }
+
 /// How long the service may take to connect and subscribe to its own broker.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -99,9 +100,9 @@ pub enum ServerError {
     #[error(
         "the jobs service did not subscribe to {url} within {after:?}: check that the broker \
          runs there, that its certificate names that host and is signed by the broker CA \
-         (--broker-ca, default: the local CA), that it accepts the service's certificate, and that its ACL lets the \
-         service identity read and write $aws/things/+/jobs/# (see `iotjobs-local \
-         mosquitto-config`); the log above has the broker's answer"
+         (--broker-ca, default: the local CA), that it accepts the service's certificate, \
+         and that its ACL lets the service identity read and write $aws/things/+/jobs/# \
+         (see `iotjobs-local mosquitto-config`); the log above has the broker's answer"
     )]
     ExternalNotSubscribed { url: String, after: Duration },
     #[error("the jobs service task failed: {0}")]
