@@ -5,6 +5,8 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod demo;
+pub mod external;
+pub mod mosquitto;
 pub mod pki;
 pub mod provision;
 pub mod server;
