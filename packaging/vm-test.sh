@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Service test: installs the iotjobsd .deb into a Debian bookworm booted with a real
+# systemd (systemd-nspawn -b) and checks what an operator relies on:
+#   - apt-get install: enabled, NOT started while unconfigured;
+#   - configured against an MQTT broker with mutual TLS on the host's loopback:
+#     `systemctl start` reaches active (READY=1) and STATUS says "connected";
+#   - the log file appears under /var/log/iotjobsd, journald gets clean lines;
+#   - the watchdog restarts a hung (SIGSTOPped) daemon;
+#   - reinstall/upgrade restarts it through SIGTERM and keeps an edited config;
+#   - `systemctl stop` exits cleanly (status 0);
+#   - `apt-get remove` keeps config and state, `apt-get purge` removes config, state, logs.
+#
+# Usage (as root):  packaging/vm-test.sh [path/to/iotjobsd_*.deb]
+#   default package: the newest target/debian/iotjobsd_*.deb (packaging/build.sh).
+# Environment:
+#   IOTJOBS_VM_CACHE  where the debootstrapped base rootfs is kept
+#                     (default /var/tmp/iotjobsd-vm; first run downloads ~50 MB from
+#                     deb.debian.org and takes a few minutes, later runs reuse it).
+#   IOTJOBS_VM_KEEP=1 keep the run directory (guest rootfs, broker logs) afterwards.
+# Network: the guest shares the host's network namespace (no private network), so it
+# reaches the broker on 127.0.0.1 only; nothing else is contacted except the Debian
+# mirror for the one-time debootstrap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[vm-test %s] %s\n' "$(date +%T)" "$*"; }
+pass() { printf '[vm-test %s] PASS: %s\n' "$(date +%T)" "$*"; }
+die() {
+    printf '[vm-test %s] FAIL: %s\n' "$(date +%T)" "$*" >&2
+    if [ -n "${LEADER:-}" ]; then
+        echo "--- journal of iotjobsd in the guest:" >&2
+        guest journalctl -u iotjobsd --no-pager -n 60 >&2 || true
+    fi
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (systemd-nspawn and nsenter need it)"
+
+DEB=${1:-}
+if [ -z "$DEB" ]; then
+    DEB=$(find target/debian -maxdepth 1 -name 'iotjobsd_*.deb' -printf '%T@ %p\n' 2>/dev/null |
+        sort -rn | head -n1 | cut -d' ' -f2- || true)
+fi
+[ -f "$DEB" ] || die "no .deb given and none in target/debian (run packaging/build.sh)"
+DEB=$(realpath "$DEB")
+
+need=()
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v openssl >/dev/null || need+=(openssl)
+if [ "${#need[@]}" -gt 0 ]; then
+    log "installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+CACHE=${IOTJOBS_VM_CACHE:-/var/tmp/iotjobsd-vm}
+BASE=$CACHE/rootfs-bookworm
+if [ ! -x "$BASE/lib/systemd/systemd" ]; then
+    log "debootstrap bookworm into $BASE (one time)"
+    mkdir -p "$CACHE"
+    rm -rf "$BASE.tmp"
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps \
+        bookworm "$BASE.tmp" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 ||
+        die "debootstrap failed, see $CACHE/debootstrap.log"
+    mv "$BASE.tmp" "$BASE"
+fi
+
+RUN=$(mktemp -d /var/tmp/iotjobsd-vmtest.XXXXXX)
+ROOT=$RUN/root
+MACHINE=iotjobsd-vmtest-$$
+NSPAWN_PID=
+BROKER_PID=
+LEADER=
+
+cleanup() {
+    set +e
+    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        # nspawn turns SIGTERM into an orderly poweroff of the guest.
+        kill -TERM "$NSPAWN_PID"
+        for _ in $(seq 60); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$NSPAWN_PID" 2>/dev/null
+    fi
+    if [ -n "$BROKER_PID" ]; then kill -TERM "$BROKER_PID" 2>/dev/null; fi
+    if [ "${IOTJOBS_VM_KEEP:-0}" = 1 ]; then
+        log "kept $RUN"
+    else
+        rm -rf "$RUN"
+    fi
+}
+trap cleanup EXIT
+
+# Runs a command inside the booted guest (all its namespaces, its root).
+guest() {
+    nsenter -t "$LEADER" -m -u -i -p -n -r -w -- \
+        /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.5 s.
+wait_for() {
+    local secs=$1 what=$2
+    shift 2
+    local _
+    for _ in $(seq $((secs * 2))); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    die "timed out after ${secs}s waiting for: $what"
+}
+
+prop() { guest systemctl show -P "$1" iotjobsd.service; }
+
+# --- Broker: mosquitto with mutual TLS on the host's loopback ------------------------
+PKI=$RUN/pki
+mkdir -p "$PKI"
+chmod 755 "$RUN" "$PKI"
+openssl_quiet() { openssl "$@" >/dev/null 2>&1 || die "openssl $1 failed"; }
+openssl_quiet ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key"
+openssl_quiet req -x509 -new -key "$PKI/ca.key" -days 2 -subj "/CN=iotjobsd vm-test CA" -out "$PKI/ca.crt"
+for who in server device; do
+    openssl_quiet ecparam -name prime256v1 -genkey -noout -out "$PKI/$who.key"
+done
+cn_server="/CN=127.0.0.1"
+cn_device="/CN=vm-gw"
+openssl_quiet req -new -key "$PKI/server.key" -subj "$cn_server" -out "$PKI/server.csr"
+openssl_quiet req -new -key "$PKI/device.key" -subj "$cn_device" -out "$PKI/device.csr"
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$PKI/server.ext"
+printf 'extendedKeyUsage=clientAuth\n' >"$PKI/device.ext"
+for who in server device; do
+    openssl_quiet x509 -req -in "$PKI/$who.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+        -CAcreateserial -days 2 -extfile "$PKI/$who.ext" -out "$PKI/$who.crt"
+done
+# mosquitto drops root for user "mosquitto" before it reads the key.
+chmod 644 "$PKI/server.key"
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$RUN/mosquitto.conf" <<EOF
+per_listener_settings true
+listener $PORT 127.0.0.1
+cafile $PKI/ca.crt
+certfile $PKI/server.crt
+keyfile $PKI/server.key
+require_certificate true
+use_identity_as_username true
+allow_anonymous false
+log_dest file $RUN/mosquitto.log
+log_type all
+connection_messages true
+EOF
+touch "$RUN/mosquitto.log"
+chmod 666 "$RUN/mosquitto.log"
+mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.out" 2>&1 &
+BROKER_PID=$!
+wait_for 10 "mosquitto listening on 127.0.0.1:$PORT" \
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)"
+log "mosquitto (pid $BROKER_PID) on 127.0.0.1:$PORT with mutual TLS"
+
+# --- Boot the guest -----------------------------------------------------------------
+log "copying base rootfs to $ROOT"
+cp -a "$BASE" "$ROOT"
+cp "$DEB" "$ROOT/root/"
+PKG=/root/$(basename "$DEB")
+# --keep-unit/--register=no: the host need not run systemd (no D-Bus, no machined).
+systemd-nspawn -D "$ROOT" -b --machine="$MACHINE" --register=no --keep-unit \
+    --console=passive >"$RUN/nspawn.log" 2>&1 &
+NSPAWN_PID=$!
+find_leader() {
+    LEADER=$(pgrep -P "$NSPAWN_PID" -x systemd | head -n1)
+    [ -n "$LEADER" ]
+}
+wait_for 30 "the guest's systemd to start" find_leader
+wait_for 120 "the guest to finish booting" guest systemctl is-system-running --wait
+pass "guest booted: $(guest systemctl --version | head -n1), state $(guest systemctl is-system-running || true)"
+
+# --- Install: enabled, not started -------------------------------------------------
+guest apt-get install -y -q "$PKG" >"$RUN/install.log" 2>&1 || { cat "$RUN/install.log"; die "apt-get install failed"; }
+grep -q "enabled but not started" "$RUN/install.log" || die "postinst did not explain why it did not start"
+[ "$(guest systemctl is-enabled iotjobsd)" = enabled ] || die "not enabled after install"
+state=$(guest systemctl is-active iotjobsd || true)
+[ "$state" = inactive ] || die "unconfigured service is $state after install, expected inactive"
+guest test -f /etc/iotjobsd/config.toml || die "no /etc/iotjobsd/config.toml"
+guest test -d /etc/iotjobsd/config.d || die "no /etc/iotjobsd/config.d"
+pass "apt-get install: enabled, not started (unconfigured): $(grep 'enabled but not started' "$RUN/install.log")"
+
+# An unconfigured start fails once, clearly, and does not loop.
+guest systemctl start iotjobsd 2>/dev/null && die "start succeeded without configuration"
+pass "unconfigured start fails: $(guest journalctl -u iotjobsd -o cat --no-pager | grep -m1 -i 'problem' || echo '(see journal)')"
+guest systemctl reset-failed iotjobsd
+
+# --- Configure and start -------------------------------------------------------------
+guest mkdir -p /etc/iotjobsd/certs
+for f in ca.crt device.crt device.key; do cp "$PKI/$f" "$ROOT/etc/iotjobsd/certs/$f"; done
+chmod 600 "$ROOT/etc/iotjobsd/certs/device.key"
+cat >"$ROOT/etc/iotjobsd/config.d/50-vmtest.toml" <<EOF
+[mqtt]
+endpoint = "127.0.0.1"
+port = $PORT
+thing_name = "vm-gw"
+cert = "/etc/iotjobsd/certs/device.crt"
+key = "/etc/iotjobsd/certs/device.key"
+root_ca = "/etc/iotjobsd/certs/ca.crt"
+EOF
+guest iotjobsd check-config >"$RUN/check-config.log" 2>&1 || { cat "$RUN/check-config.log"; die "check-config rejects the test config"; }
+pass "iotjobsd check-config accepts the configuration"
+
+guest systemctl start iotjobsd || die "systemctl start failed"
+[ "$(guest systemctl is-active iotjobsd)" = active ] || die "not active after start"
+pass "systemctl start returned with the unit active (Type=notify: READY=1 received), MainPID $(prop MainPID)"
+connected() { prop StatusText | grep -q "^connected"; }
+wait_for 30 "STATUS= to say connected" connected
+pass "STATUS: $(prop StatusText)"
+grep -q "New client connected.* as vm-gw" "$RUN/mosquitto.log" || die "mosquitto saw no client vm-gw"
+pass "broker: $(grep -m1 'New client connected.* as vm-gw' "$RUN/mosquitto.log" | cut -d' ' -f2-)"
+
+wait_for 10 "the log file" guest test -s /var/log/iotjobsd/iotjobsd.log
+pass "log file: $(guest ls -l /var/log/iotjobsd/ | tail -n +2 | tr '\n' ' ')"
+pass "log line: $(guest sh -c 'tail -n 1 /var/log/iotjobsd/iotjobsd.log')"
+pass "journal (systemd's own lines): $(guest journalctl -u iotjobsd -o cat --no-pager | grep -m1 'Started')"
+
+# --- Watchdog: a hung daemon is aborted and restarted ----------------------------------
+pid=$(prop MainPID)
+restarts=$(prop NRestarts)
+log "SIGSTOP to MainPID $pid (WatchdogSec=$(prop WatchdogUSec), TimeoutAbortSec=$(prop TimeoutAbortUSec))"
+guest kill -STOP "$pid"
+new_main() { p=$(prop MainPID); [ "$p" != 0 ] && [ "$p" != "$pid" ] && [ "$(guest systemctl is-active iotjobsd)" = active ]; }
+wait_for 120 "the watchdog to restart the daemon" new_main
+pass "watchdog: MainPID $pid -> $(prop MainPID), NRestarts $restarts -> $(prop NRestarts)"
+pass "journal: $(guest journalctl -u iotjobsd -o cat --no-pager | grep -m1 -i 'watchdog timeout')"
+
+# --- Upgrade (reinstall): restart via SIGTERM, edited conffile kept -------------------
+echo "# edited by the operator" >>"$ROOT/etc/iotjobsd/config.toml"
+pid=$(prop MainPID)
+guest apt-get install -y -q --reinstall "$PKG" >"$RUN/reinstall.log" 2>&1 || { cat "$RUN/reinstall.log"; die "reinstall failed"; }
+wait_for 60 "the restart after upgrade" new_main
+guest grep -q "edited by the operator" /etc/iotjobsd/config.toml || die "upgrade replaced the edited config"
+pass "upgrade: daemon restarted (MainPID $pid -> $(prop MainPID)), edited config.toml kept"
+
+# --- Stop: clean exit -------------------------------------------------------------------
+guest systemctl stop iotjobsd
+[ "$(prop Result)" = success ] || die "stop result $(prop Result)"
+[ "$(prop ExecMainStatus)" = 0 ] || die "exit status $(prop ExecMainStatus)"
+pass "systemctl stop: Result=$(prop Result), exit status $(prop ExecMainStatus); last journal line: $(guest journalctl -u iotjobsd -o cat --no-pager | tail -n1)"
+guest systemctl start iotjobsd
+
+# --- Remove and purge -------------------------------------------------------------------
+guest apt-get remove -y -q iotjobsd >"$RUN/remove.log" 2>&1 || { cat "$RUN/remove.log"; die "apt-get remove failed"; }
+[ "$(guest systemctl is-active iotjobsd || true)" = inactive ] || die "still running after remove"
+guest test ! -e /usr/bin/iotjobsd || die "binary left after remove"
+guest test -f /etc/iotjobsd/config.toml || die "remove deleted the config"
+guest test -d /var/lib/iotjobsd || die "remove deleted the state"
+pass "apt-get remove: stopped, binary gone, config and state kept"
+guest apt-get purge -y -q iotjobsd >"$RUN/purge.log" 2>&1 || { cat "$RUN/purge.log"; die "apt-get purge failed"; }
+for p in /etc/iotjobsd/config.toml /var/lib/iotjobsd /var/log/iotjobsd /etc/systemd/system/multi-user.target.wants/iotjobsd.service; do
+    guest test ! -e "$p" || die "$p left after purge"
+done
+guest test -f /etc/iotjobsd/certs/device.key || die "purge deleted operator files (certificates)"
+pass "apt-get purge: config, state, logs and enablement gone; operator's certificates kept"
+log "all checks passed"
