@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the device packages of iotjobsd into target/:
+# Builds the device packages of iotjobsd into target/ (or $CARGO_TARGET_DIR):
 #   target/debian/iotjobsd_<version>-1_<arch>.deb
 #   target/generate-rpm/iotjobsd-<version>-1.<arch>.rpm
 # Installs cargo-deb and cargo-generate-rpm (pinned, --locked) when missing, builds the
@@ -30,9 +30,10 @@ cargo build --locked --release --no-default-features --bin iotjobsd >&2
 
 # --no-build: cargo-deb would otherwise rebuild with its own idea of features.
 deb=$(cargo deb --locked --no-build --quiet)
-rm -f target/generate-rpm/iotjobsd-*.rpm
+target_dir=${CARGO_TARGET_DIR:-target}
+rm -f "$target_dir"/generate-rpm/iotjobsd-*.rpm
 cargo generate-rpm >&2
-rpm=$(realpath target/generate-rpm/iotjobsd-*.rpm)
+rpm=$(realpath "$target_dir"/generate-rpm/iotjobsd-*.rpm)
 
 echo "$deb"
 echo "$rpm"
