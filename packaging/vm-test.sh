@@ -2,8 +2,10 @@
 # Service test: installs the iotjobsd .deb into a Debian bookworm booted with a real
 # systemd (systemd-nspawn -b) and checks what an operator relies on:
 #   - apt-get install: enabled, NOT started while unconfigured;
-#   - configured against an MQTT broker with mutual TLS on the host's loopback:
-#     `systemctl start` reaches active (READY=1) and STATUS says "connected";
+#   - configured against a broker with mutual TLS on the host's loopback (iotjobs-local,
+#     or mosquitto when no iotjobs-local binary is found): `systemctl start` reaches
+#     active (READY=1) and STATUS says "connected";
+#   - with iotjobs-local: a job (the packaged health-check.sh handler) runs and succeeds;
 #   - the log file appears under /var/log/iotjobsd, journald gets clean lines;
 #   - the watchdog restarts a hung (SIGSTOPped) daemon;
 #   - reinstall/upgrade restarts it through SIGTERM and keeps an edited config;
@@ -17,6 +19,9 @@
 #                     (default /var/tmp/iotjobsd-vm; first run downloads ~50 MB from
 #                     deb.debian.org and takes a few minutes, later runs reuse it).
 #   IOTJOBS_VM_KEEP=1 keep the run directory (guest rootfs, broker logs) afterwards.
+#   IOTJOBS_LOCAL_BIN iotjobs-local binary (default: target/release/iotjobs-local, else
+#                     target/debug/iotjobs-local); without one, mosquitto is the broker
+#                     and no job is run.
 # Network: the guest shares the host's network namespace (no private network), so it
 # reaches the broker on 127.0.0.1 only; nothing else is contacted except the Debian
 # mirror for the one-time debootstrap.
@@ -110,31 +115,58 @@ wait_for() {
 
 prop() { guest systemctl show -P "$1" iotjobsd.service; }
 
-# --- Broker: mosquitto with mutual TLS on the host's loopback ------------------------
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+port_open() { python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)"; }
+
+LOCAL_BIN=${IOTJOBS_LOCAL_BIN:-}
+if [ -z "$LOCAL_BIN" ]; then
+    for b in target/release/iotjobs-local target/debug/iotjobs-local; do
+        if [ -x "$b" ]; then LOCAL_BIN=$(realpath "$b"); break; fi
+    done
+fi
 PKI=$RUN/pki
 mkdir -p "$PKI"
 chmod 755 "$RUN" "$PKI"
-openssl_quiet() { openssl "$@" >/dev/null 2>&1 || die "openssl $1 failed"; }
-openssl_quiet ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key"
-openssl_quiet req -x509 -new -key "$PKI/ca.key" -days 2 -subj "/CN=iotjobsd vm-test CA" -out "$PKI/ca.crt"
-for who in server device; do
-    openssl_quiet ecparam -name prime256v1 -genkey -noout -out "$PKI/$who.key"
-done
-cn_server="/CN=127.0.0.1"
-cn_device="/CN=vm-gw"
-openssl_quiet req -new -key "$PKI/server.key" -subj "$cn_server" -out "$PKI/server.csr"
-openssl_quiet req -new -key "$PKI/device.key" -subj "$cn_device" -out "$PKI/device.csr"
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$PKI/server.ext"
-printf 'extendedKeyUsage=clientAuth\n' >"$PKI/device.ext"
-for who in server device; do
-    openssl_quiet x509 -req -in "$PKI/$who.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-        -CAcreateserial -days 2 -extfile "$PKI/$who.ext" -out "$PKI/$who.crt"
-done
-# mosquitto drops root for user "mosquitto" before it reads the key.
-chmod 644 "$PKI/server.key"
+PORT=$(free_port)
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$RUN/mosquitto.conf" <<EOF
+if [ -n "$LOCAL_BIN" ]; then
+    # --- Broker and Jobs service: iotjobs-local on the host's loopback ----------------
+    HTTP_PORT=$(free_port)
+    export IOTJOBS_LOCAL_ENDPOINT=http://127.0.0.1:$HTTP_PORT
+    "$LOCAL_BIN" serve --data-dir "$RUN/local" --mqtt-addr "127.0.0.1:$PORT" \
+        --http-addr "127.0.0.1:$HTTP_PORT" >"$RUN/local.log" 2>&1 &
+    BROKER_PID=$!
+    wait_for 60 "iotjobs-local listening on 127.0.0.1:$HTTP_PORT" port_open "$HTTP_PORT"
+    "$LOCAL_BIN" create-thing vm-gw --out "$RUN/device" >"$RUN/create-thing.log" 2>&1 ||
+        { cat "$RUN/create-thing.log"; die "iotjobs-local create-thing failed"; }
+    cp "$RUN/device/cert.pem" "$PKI/device.crt"
+    cp "$RUN/device/key.pem" "$PKI/device.key"
+    cp "$RUN/device/root-ca.pem" "$PKI/ca.crt"
+    ENDPOINT=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["mqtt"]["endpoint"])' "$RUN/device/config.toml")
+    log "$("$LOCAL_BIN" --version) (pid $BROKER_PID): MQTT $ENDPOINT:$PORT, control plane $IOTJOBS_LOCAL_ENDPOINT"
+else
+    # --- Broker: mosquitto with mutual TLS on the host's loopback ------------------------
+    log "no iotjobs-local binary: mosquitto is the broker, no job will run"
+    ENDPOINT=127.0.0.1
+    openssl_quiet() { openssl "$@" >/dev/null 2>&1 || die "openssl $1 failed"; }
+    openssl_quiet ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key"
+    openssl_quiet req -x509 -new -key "$PKI/ca.key" -days 2 -subj "/CN=iotjobsd vm-test CA" -out "$PKI/ca.crt"
+    for who in server device; do
+        openssl_quiet ecparam -name prime256v1 -genkey -noout -out "$PKI/$who.key"
+    done
+    openssl_quiet req -new -key "$PKI/server.key" -subj "/CN=127.0.0.1" -out "$PKI/server.csr"
+    openssl_quiet req -new -key "$PKI/device.key" -subj "/CN=vm-gw" -out "$PKI/device.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$PKI/server.ext"
+    printf 'extendedKeyUsage=clientAuth\n' >"$PKI/device.ext"
+    for who in server device; do
+        openssl_quiet x509 -req -in "$PKI/$who.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+            -CAcreateserial -days 2 -extfile "$PKI/$who.ext" -out "$PKI/$who.crt"
+    done
+    # mosquitto drops root for user "mosquitto" before it reads the key.
+    chmod 644 "$PKI/server.key"
+    cat >"$RUN/mosquitto.conf" <<EOF
 per_listener_settings true
 listener $PORT 127.0.0.1
 cafile $PKI/ca.crt
@@ -147,13 +179,13 @@ log_dest file $RUN/mosquitto.log
 log_type all
 connection_messages true
 EOF
-touch "$RUN/mosquitto.log"
-chmod 666 "$RUN/mosquitto.log"
-mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.out" 2>&1 &
-BROKER_PID=$!
-wait_for 10 "mosquitto listening on 127.0.0.1:$PORT" \
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)"
-log "mosquitto (pid $BROKER_PID) on 127.0.0.1:$PORT with mutual TLS"
+    touch "$RUN/mosquitto.log"
+    chmod 666 "$RUN/mosquitto.log"
+    mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.out" 2>&1 &
+    BROKER_PID=$!
+    wait_for 10 "mosquitto listening on 127.0.0.1:$PORT" port_open "$PORT"
+    log "mosquitto (pid $BROKER_PID) on 127.0.0.1:$PORT with mutual TLS"
+fi
 
 # --- Boot the guest -----------------------------------------------------------------
 log "copying base rootfs to $ROOT"
@@ -185,6 +217,8 @@ pass "apt-get install: enabled, not started (unconfigured): $(grep 'enabled but 
 # An unconfigured start fails once, clearly, and does not loop.
 guest systemctl start iotjobsd 2>/dev/null && die "start succeeded without configuration"
 pass "unconfigured start fails: $(guest journalctl -u iotjobsd -o cat --no-pager | grep -m1 -i 'problem' || echo '(see journal)')"
+# Cancel the pending Restart=on-failure attempt before configuring.
+guest systemctl stop iotjobsd
 guest systemctl reset-failed iotjobsd
 
 # --- Configure and start -------------------------------------------------------------
@@ -193,12 +227,16 @@ for f in ca.crt device.crt device.key; do cp "$PKI/$f" "$ROOT/etc/iotjobsd/certs
 chmod 600 "$ROOT/etc/iotjobsd/certs/device.key"
 cat >"$ROOT/etc/iotjobsd/config.d/50-vmtest.toml" <<EOF
 [mqtt]
-endpoint = "127.0.0.1"
+endpoint = "$ENDPOINT"
 port = $PORT
 thing_name = "vm-gw"
 cert = "/etc/iotjobsd/certs/device.crt"
 key = "/etc/iotjobsd/certs/device.key"
 root_ca = "/etc/iotjobsd/certs/ca.crt"
+
+[log]
+# The file stays on (default); stdout goes to the journal as well.
+stdout = true
 EOF
 guest iotjobsd check-config >"$RUN/check-config.log" 2>&1 || { cat "$RUN/check-config.log"; die "check-config rejects the test config"; }
 pass "iotjobsd check-config accepts the configuration"
@@ -209,13 +247,52 @@ pass "systemctl start returned with the unit active (Type=notify: READY=1 receiv
 connected() { prop StatusText | grep -q "^connected"; }
 wait_for 30 "STATUS= to say connected" connected
 pass "STATUS: $(prop StatusText)"
-grep -q "New client connected.* as vm-gw" "$RUN/mosquitto.log" || die "mosquitto saw no client vm-gw"
-pass "broker: $(grep -m1 'New client connected.* as vm-gw' "$RUN/mosquitto.log" | cut -d' ' -f2-)"
+if [ -z "$LOCAL_BIN" ]; then
+    grep -q "New client connected.* as vm-gw" "$RUN/mosquitto.log" || die "mosquitto saw no client vm-gw"
+    pass "broker: $(grep -m1 'New client connected.* as vm-gw' "$RUN/mosquitto.log" | cut -d' ' -f2-)"
+fi
 
 wait_for 10 "the log file" guest test -s /var/log/iotjobsd/iotjobsd.log
 pass "log file: $(guest ls -l /var/log/iotjobsd/ | tail -n +2 | tr '\n' ' ')"
 pass "log line: $(guest sh -c 'tail -n 1 /var/log/iotjobsd/iotjobsd.log')"
-pass "journal (systemd's own lines): $(guest journalctl -u iotjobsd -o cat --no-pager | grep -m1 'Started')"
+pass "journal (systemd): $(guest journalctl -u iotjobsd -o cat --no-pager | grep -m1 'Started')"
+# journald stamps lines itself: the daemon's lines must carry no timestamp and no
+# colour codes, and a priority (info = 6) rather than everything at one level.
+jline=$(guest journalctl -u iotjobsd _PID="$(prop MainPID)" -o cat --no-pager | grep -m1 'connected to') ||
+    die "no 'connected to' line from the daemon in the journal"
+case "$jline" in
+    20[0-9][0-9]-*) die "journal line carries its own timestamp: $jline" ;;
+    *$'\e'*) die "journal line carries escape codes: $jline" ;;
+esac
+prio=$(guest journalctl -u iotjobsd _PID="$(prop MainPID)" -o json --no-pager | grep -m1 'connected to' |
+    python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["PRIORITY"])')
+[ "$prio" = 6 ] || die "journal priority of an info line is $prio, expected 6"
+pass "journal (daemon, PRIORITY=$prio): $jline"
+
+# --- A job: the packaged health-check.sh handler, through iotjobs-local -------------
+if [ -n "$LOCAL_BIN" ]; then
+    cat >"$RUN/job.json" <<'EOF'
+{"version": "1.0", "steps": [{"action": {"name": "health", "type": "runHandler",
+  "input": {"handler": "health-check.sh", "path": "default",
+            "args": ["--min-free-mb", "1", "--max-load-per-cpu", "1000", "iotjobsd"]},
+  "runAsUser": "root"}}]}
+EOF
+    "$LOCAL_BIN" create-job --job-id vm-health --targets thing/vm-gw \
+        --document "file://$RUN/job.json" >"$RUN/create-job.log" 2>&1 ||
+        { cat "$RUN/create-job.log"; die "create-job failed"; }
+    timeout 120 "$LOCAL_BIN" watch vm-health --interval 0.5 >"$RUN/watch.log" 2>&1 ||
+        { cat "$RUN/watch.log"; die "job vm-health did not succeed"; }
+    "$LOCAL_BIN" --output json describe-job-execution --job-id vm-health --thing-name vm-gw \
+        >"$RUN/execution.json" 2>&1 || { cat "$RUN/execution.json"; die "describe-job-execution failed"; }
+    python3 - "$RUN/execution.json" <<'EOF' || die "execution not SUCCEEDED: $(cat "$RUN/execution.json")"
+import json, sys
+e = json.load(open(sys.argv[1]))
+e = e.get("execution", e)
+assert e["status"] == "SUCCEEDED", e["status"]
+EOF
+    pass "job vm-health: $(tail -n 1 "$RUN/watch.log")"
+    pass "handler output in the log: $(guest grep -m1 'health-check.sh' /var/log/iotjobsd/iotjobsd.log | cut -c1-160)"
+fi
 
 # --- Watchdog: a hung daemon is aborted and restarted ----------------------------------
 pid=$(prop MainPID)
