@@ -192,6 +192,8 @@ log "copying base rootfs to $ROOT"
 cp -a "$BASE" "$ROOT"
 cp "$DEB" "$ROOT/root/"
 PKG=/root/$(basename "$DEB")
+# The package the reinstall step uses: the self-upgrade job replaces it with a newer one.
+REINSTALL_PKG=$PKG
 # --keep-unit/--register=no: the host need not run systemd (no D-Bus, no machined).
 systemd-nspawn -D "$ROOT" -b --machine="$MACHINE" --register=no --keep-unit \
     --console=passive >"$RUN/nspawn.log" 2>&1 &
@@ -304,10 +306,42 @@ wait_for 120 "the watchdog to restart the daemon" new_main
 pass "watchdog: MainPID $pid -> $(prop MainPID), NRestarts $restarts -> $(prop NRestarts)"
 pass "journal: $(guest journalctl -u iotjobsd -o cat --no-pager | grep -m1 -i 'watchdog timeout')"
 
+# --- Self-upgrade as a job: install-packages.sh installs a newer iotjobsd ------------
+# The postinst runs inside the daemon's own cgroup here; it must leave dpkg alone and
+# restart the daemon only after apt has exited, and the job must still succeed.
+if [ -n "$LOCAL_BIN" ]; then
+    # shellcheck disable=SC2016 # dpkg-query's own ${field} syntax
+    old_version=$(guest dpkg-query -W -f '${Version}' iotjobsd)
+    new_version=$old_version+vmtest1
+    dpkg-deb -R "$DEB" "$RUN/repack"
+    sed -i "s/^Version: .*/Version: $new_version/" "$RUN/repack/DEBIAN/control"
+    dpkg-deb -b "$RUN/repack" "$ROOT/root/iotjobsd-upgrade.deb" >/dev/null
+    pid=$(prop MainPID)
+    cat >"$RUN/upgrade-job.json" <<'EOF'
+{"version": "1.0", "steps": [{"action": {"name": "upgrade", "type": "runHandler",
+  "input": {"handler": "install-packages.sh", "path": "default",
+            "args": ["/root/iotjobsd-upgrade.deb"]},
+  "runAsUser": "root"}}]}
+EOF
+    "$LOCAL_BIN" create-job --job-id vm-upgrade --targets thing/vm-gw \
+        --document "file://$RUN/upgrade-job.json" >"$RUN/create-job.log" 2>&1 ||
+        { cat "$RUN/create-job.log"; die "create-job failed"; }
+    timeout 180 "$LOCAL_BIN" watch vm-upgrade --interval 0.5 >"$RUN/watch-upgrade.log" 2>&1 ||
+        { cat "$RUN/watch-upgrade.log"; die "job vm-upgrade did not succeed"; }
+    pass "job vm-upgrade: $(tail -n 1 "$RUN/watch-upgrade.log")"
+    # shellcheck disable=SC2016
+    status=$(guest dpkg-query -W -f '${Version} ${db:Status-Abbrev}' iotjobsd)
+    [ "$status" = "$new_version ii " ] || die "after the self-upgrade dpkg says: $status"
+    wait_for 60 "the daemon to restart after the self-upgrade" new_main
+    REINSTALL_PKG=/root/iotjobsd-upgrade.deb
+    pass "self-upgrade: dpkg completed ($status), MainPID $pid -> $(prop MainPID)"
+    pass "deferred restart: $(guest journalctl -u iotjobsd-upgrade-restart -o cat --no-pager | tr '\n' ' ' | cut -c1-200)"
+fi
+
 # --- Upgrade (reinstall): restart via SIGTERM, edited conffile kept -------------------
 echo "# edited by the operator" >>"$ROOT/etc/iotjobsd/config.toml"
 pid=$(prop MainPID)
-guest apt-get install -y -q --reinstall "$PKG" >"$RUN/reinstall.log" 2>&1 || { cat "$RUN/reinstall.log"; die "reinstall failed"; }
+guest apt-get install -y -q --reinstall "$REINSTALL_PKG" >"$RUN/reinstall.log" 2>&1 || { cat "$RUN/reinstall.log"; die "reinstall failed"; }
 wait_for 60 "the restart after upgrade" new_main
 guest grep -q "edited by the operator" /etc/iotjobsd/config.toml || die "upgrade replaced the edited config"
 pass "upgrade: daemon restarted (MainPID $pid -> $(prop MainPID)), edited config.toml kept"
