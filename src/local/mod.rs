@@ -2,4 +2,11 @@
 //! control plane, durable store). Built only with the `local` feature.
 pub mod broker;
 pub mod cli;
+pub mod clock;
+pub mod control;
+pub mod demo;
 pub mod pki;
+pub mod provision;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,247 @@
+//! Job executions: one row per (job, thing, executionNumber).
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{
+    from_json, from_name, name_of, to_json, ExecutionRecord, StatusCounts, Store, StoreError,
+};
+use crate::jobs::execution::{self, ExecutionRecord as Execution};
+use crate::jobs::wire::JobExecutionStatus;
+
+const EXEC_COLS: &str = "e.seq, e.job_id, e.thing_name, e.force_canceled, e.retry_attempt,
+     e.status, e.status_details, e.version_number, e.execution_number, e.queued_at,
+     e.started_at, e.last_updated_at, e.in_progress_timeout_minutes, e.in_progress_deadline,
+     e.step_deadline";
+
+fn exec_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+    Ok(ExecutionRecord {
+        seq: r.get(0)?,
+        job_id: r.get(1)?,
+        thing_name: r.get(2)?,
+        force_canceled: r.get(3)?,
+        retry_attempt: r.get(4)?,
+        exec: Execution {
+            status: from_name(5, r.get(5)?)?,
+            status_details: from_json(6, &r.get::<_, String>(6)?)?,
+            version_number: r.get(7)?,
+            execution_number: r.get(8)?,
+            queued_at: r.get(9)?,
+            started_at: r.get(10)?,
+            last_updated_at: r.get(11)?,
+            in_progress_timeout_minutes: r.get(12)?,
+            in_progress_deadline: r.get(13)?,
+            step_deadline: r.get(14)?,
+        },
+    })
+}
+
+/// Statuses that keep an execution in a device's pending list.
+const PENDING: &str = "('QUEUED', 'IN_PROGRESS')";
+
+impl Store {
+    /// Queues a new attempt of `job_id` on `thing`: the next execution number for that
+    /// pair, `versionNumber` 1, QUEUED at `now` (epoch seconds).
+    pub fn insert_execution(
+        &self,
+        job_id: &str,
+        thing: &str,
+        retry_attempt: i64,
+        in_progress_timeout_minutes: Option<i64>,
+        now: i64,
+    ) -> Result<ExecutionRecord, StoreError> {
+        let latest: Option<i64> = self.conn.query_row(
+            "SELECT MAX(execution_number) FROM job_executions
+             WHERE job_id = ?1 AND thing_name = ?2",
+            params![job_id, thing],
+            |r| r.get(0),
+        )?;
+        let exec = Execution::queued(
+            execution::next_execution_number(latest),
+            in_progress_timeout_minutes,
+            now,
+        );
+        self.conn.execute(
+            "INSERT INTO job_executions (job_id, thing_name, execution_number, status,
+                 status_details, version_number, retry_attempt, queued_at, last_updated_at,
+                 in_progress_timeout_minutes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                job_id,
+                thing,
+                exec.execution_number,
+                name_of(&exec.status),
+                to_json(&exec.status_details),
+                exec.version_number,
+                retry_attempt,
+                exec.queued_at,
+                exec.last_updated_at,
+                exec.in_progress_timeout_minutes,
+            ],
+        )?;
+        Ok(ExecutionRecord {
+            seq: self.conn.last_insert_rowid(),
+            job_id: job_id.to_owned(),
+            thing_name: thing.to_owned(),
+            force_canceled: false,
+            retry_attempt,
+            exec,
+        })
+    }
+
+    /// Writes every mutable field of an execution (identified by `seq`).
+    pub fn update_execution(&self, e: &ExecutionRecord) -> Result<(), StoreError> {
+        let x = &e.exec;
+        self.conn.execute(
+            "UPDATE job_executions SET status = ?2, status_details = ?3, version_number = ?4,
+                 force_canceled = ?5, retry_attempt = ?6, started_at = ?7, last_updated_at = ?8,
+                 in_progress_timeout_minutes = ?9, in_progress_deadline = ?10,
+                 step_deadline = ?11
+             WHERE seq = ?1",
+            params![
+                e.seq,
+                name_of(&x.status),
+                to_json(&x.status_details),
+                x.version_number,
+                e.force_canceled,
+                e.retry_attempt,
+                x.started_at,
+                x.last_updated_at,
+                x.in_progress_timeout_minutes,
+                x.in_progress_deadline,
+                x.step_deadline,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The execution `number` of (job, thing), or the latest one when `number` is None.
+    pub fn get_execution(
+        &self,
+        job_id: &str,
+        thing: &str,
+        number: Option<i64>,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXEC_COLS} FROM job_executions e
+             WHERE e.job_id = ?1 AND e.thing_name = ?2 AND (?3 IS NULL OR e.execution_number = ?3)
+             ORDER BY e.execution_number DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, params![job_id, thing, number], exec_row)
+            .optional()?)
+    }
+
+    /// The thing's pending executions in the order the device API uses everywhere:
+    /// IN_PROGRESS first, then QUEUED, each oldest-queued first, ties by creation order.
+    /// Executions of SCHEDULED jobs and of jobs being deleted are never pending.
+    pub fn pending_for_thing(&self, thing: &str) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXEC_COLS} FROM job_executions e JOIN jobs j ON j.job_id = e.job_id
+             WHERE e.thing_name = ?1 AND e.status IN {PENDING}
+               AND j.status NOT IN ('SCHEDULED', 'DELETION_IN_PROGRESS')
+             ORDER BY CASE e.status WHEN 'IN_PROGRESS' THEN 0 ELSE 1 END, e.queued_at, e.seq"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([thing], exec_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Executions of a job (every attempt), by thing then execution number, optionally
+    /// only those in `status`.
+    pub fn executions_for_job(
+        &self,
+        job_id: &str,
+        status: Option<JobExecutionStatus>,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXEC_COLS} FROM job_executions e
+             WHERE e.job_id = ?1 AND (?2 IS NULL OR e.status = ?2)
+             ORDER BY e.thing_name, e.execution_number"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(params![job_id, status.as_ref().map(name_of)], exec_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Executions on a thing (every attempt), oldest first, optionally filtered.
+    pub fn executions_for_thing(
+        &self,
+        thing: &str,
+        status: Option<JobExecutionStatus>,
+        job_id: Option<&str>,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXEC_COLS} FROM job_executions e
+             WHERE e.thing_name = ?1 AND (?2 IS NULL OR e.status = ?2)
+               AND (?3 IS NULL OR e.job_id = ?3)
+             ORDER BY e.queued_at, e.seq"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(
+            params![thing, status.as_ref().map(name_of), job_id],
+            exec_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The latest execution of each thing of a job, by thing name.
+    pub fn latest_executions_for_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXEC_COLS} FROM job_executions e
+             WHERE e.job_id = ?1 AND e.execution_number = (
+                 SELECT MAX(x.execution_number) FROM job_executions x
+                 WHERE x.job_id = e.job_id AND x.thing_name = e.thing_name)
+             ORDER BY e.thing_name"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([job_id], exec_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// `jobProcessDetails` counters: the latest execution per thing, by status.
+    pub fn status_counts(&self, job_id: &str) -> Result<StatusCounts, StoreError> {
+        let mut c = StatusCounts::default();
+        for e in self.latest_executions_for_job(job_id)? {
+            let slot = match e.exec.status {
+                JobExecutionStatus::Queued => &mut c.number_of_queued_things,
+                JobExecutionStatus::InProgress => &mut c.number_of_in_progress_things,
+                JobExecutionStatus::Succeeded => &mut c.number_of_succeeded_things,
+                JobExecutionStatus::Failed => &mut c.number_of_failed_things,
+                JobExecutionStatus::Rejected => &mut c.number_of_rejected_things,
+                JobExecutionStatus::Canceled => &mut c.number_of_canceled_things,
+                JobExecutionStatus::Removed => &mut c.number_of_removed_things,
+                JobExecutionStatus::TimedOut => &mut c.number_of_timed_out_things,
+            };
+            *slot += 1;
+        }
+        Ok(c)
+    }
+
+    /// Whether any execution of the job is still QUEUED or IN_PROGRESS.
+    pub fn job_has_pending(&self, job_id: &str) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT EXISTS(SELECT 1 FROM job_executions WHERE job_id = ?1 AND status IN {PENDING})"
+        );
+        Ok(self.conn.query_row(&sql, [job_id], |r| r.get(0))?)
+    }
+
+    /// Distinct things that have any execution of the job.
+    pub fn things_of_job(&self, job_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT thing_name FROM job_executions WHERE job_id = ?1 ORDER BY thing_name",
+        )?;
+        let rows = st.query_map([job_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn delete_execution(&self, seq: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM job_executions WHERE seq = ?1", [seq])?
+            > 0)
+    }
+}

@@ -1,0 +1,924 @@
+//! The control plane over real HTTP: `iotjobs-local`'s service (embedded broker, Jobs task,
+//! SQLite in a temp data dir) on free loopback ports, driven through the HTTP client the
+//! CLI uses. Checks what an `aws iot` user would see: routes, JSON shapes, counters, error
+//! shapes (status, `x-amzn-ErrorType`, `message`), managed templates, persistence.
+#![cfg(feature = "local")]
+
+use iotjobs::local::control::client::{ApiClient, ClientError};
+use iotjobs::local::server::{LocalService, ServeOptions};
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "arn:aws:iot:us-east-1:123456789012";
+
+fn thing_arn(t: &str) -> String {
+    format!("{ACCOUNT}:thing/{t}")
+}
+
+fn group_arn(g: &str) -> String {
+    format!("{ACCOUNT}:thinggroup/{g}")
+}
+
+async fn start(dir: &std::path::Path) -> (LocalService, ApiClient) {
+    let svc = LocalService::start(ServeOptions::new(dir).on_free_ports())
+        .await
+        .unwrap();
+    let api = ApiClient::new(&svc.endpoint_url()).unwrap();
+    (svc, api)
+}
+
+async fn call(api: &ApiClient, method: &str, path: &str, body: Value) -> Value {
+    let body = (method != "GET" && method != "DELETE").then_some(&body);
+    match api.call(method, path, body).await {
+        Ok(v) => v,
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+/// The AWS error of a request that must fail: (status, x-amzn-ErrorType, message).
+async fn fail(
+    api: &ApiClient,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String, String) {
+    let resp = api.send(method, path, body.as_ref()).await.unwrap();
+    assert!(
+        resp.status >= 400,
+        "{method} {path} unexpectedly gave {}",
+        resp.status
+    );
+    let kind = resp
+        .header("x-amzn-errortype")
+        .unwrap_or_default()
+        .to_owned();
+    let msg = resp.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!msg.is_empty(), "{method} {path}: error without message");
+    (resp.status, kind, msg)
+}
+
+async fn fleet(api: &ApiClient) {
+    for t in ["t1", "t2", "t3"] {
+        let r = call(api, "POST", &format!("/things/{t}"), json!({})).await;
+        assert_eq!(r["thingArn"], thing_arn(t));
+    }
+    call(api, "POST", "/thing-groups/fleet", json!({})).await;
+    let r = call(
+        api,
+        "POST",
+        "/thing-groups/fleet-a",
+        json!({"parentGroupName": "fleet",
+               "thingGroupProperties": {"thingGroupDescription": "first rack"}}),
+    )
+    .await;
+    assert_eq!(r["thingGroupArn"], group_arn("fleet-a"));
+    for (g, t) in [("fleet-a", "t1"), ("fleet-a", "t2"), ("fleet", "t3")] {
+        call(
+            api,
+            "PUT",
+            "/thing-groups/addThingToThingGroup",
+            json!({"thingGroupName": g, "thingName": t}),
+        )
+        .await;
+    }
+}
+
+fn statuses(list: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<_> = list["executionSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["thingArn"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                e["jobExecutionSummary"]["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn things_groups_and_a_group_job_queue_executions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    fleet(&api).await;
+
+    let d = call(&api, "GET", "/things/t1", json!({})).await;
+    assert_eq!(
+        (d["thingName"].as_str(), d["defaultClientId"].as_str()),
+        (Some("t1"), Some("t1"))
+    );
+    let list = call(&api, "GET", "/things", json!({})).await;
+    assert_eq!(list["things"].as_array().unwrap().len(), 3);
+    let page = call(&api, "GET", "/things?maxResults=2", json!({})).await;
+    assert_eq!(page["things"].as_array().unwrap().len(), 2);
+    let token = page["nextToken"].as_str().unwrap();
+    let rest = call(
+        &api,
+        "GET",
+        &format!("/things?maxResults=2&nextToken={token}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(rest["things"].as_array().unwrap().len(), 1);
+    assert!(rest.get("nextToken").is_none());
+
+    let g = call(&api, "GET", "/thing-groups/fleet-a", json!({})).await;
+    assert_eq!(g["thingGroupMetadata"]["parentGroupName"], "fleet");
+    assert_eq!(
+        g["thingGroupMetadata"]["rootToParentThingGroups"][0]["groupName"],
+        "fleet"
+    );
+    assert_eq!(
+        g["thingGroupProperties"]["thingGroupDescription"],
+        "first rack"
+    );
+    let kids = call(&api, "GET", "/thing-groups?parentGroup=fleet", json!({})).await;
+    assert_eq!(
+        kids["thingGroups"],
+        json!([{"groupName": "fleet-a", "groupArn": group_arn("fleet-a")}])
+    );
+    let members = call(
+        &api,
+        "GET",
+        "/thing-groups/fleet/things?recursive=true",
+        json!({}),
+    )
+    .await;
+    let mut m: Vec<_> = members["things"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    m.sort();
+    assert_eq!(m, ["t1", "t2", "t3"]);
+    let direct = call(&api, "GET", "/thing-groups/fleet/things", json!({})).await;
+    assert_eq!(direct["things"], json!(["t3"]));
+
+    // A job on the parent group reaches the things of its child group too.
+    let r = call(
+        &api,
+        "PUT",
+        "/jobs/job1",
+        json!({"targets": [group_arn("fleet")], "document": "{\"operation\":\"x\"}",
+               "description": "first job"}),
+    )
+    .await;
+    assert_eq!(
+        r,
+        json!({"jobArn": format!("{ACCOUNT}:job/job1"), "jobId": "job1", "description": "first job"})
+    );
+    let execs = call(&api, "GET", "/jobs/job1/things", json!({})).await;
+    assert_eq!(
+        statuses(&execs),
+        pairs(&[("t1", "QUEUED"), ("t2", "QUEUED"), ("t3", "QUEUED")])
+    );
+
+    let d = call(&api, "GET", "/jobs/job1", json!({})).await;
+    let job = &d["job"];
+    assert_eq!(job["status"], "IN_PROGRESS");
+    assert_eq!(job["targetSelection"], "SNAPSHOT");
+    assert_eq!(job["targets"], json!([group_arn("fleet")]));
+    assert_eq!(job["jobProcessDetails"]["numberOfQueuedThings"], 3);
+    assert_eq!(job["jobProcessDetails"]["numberOfSucceededThings"], 0);
+    assert!(job["createdAt"].as_f64().unwrap() > 1.6e9);
+
+    let e = call(&api, "GET", "/things/t1/jobs/job1", json!({})).await;
+    let ex = &e["execution"];
+    assert_eq!(
+        (
+            ex["status"].as_str(),
+            ex["executionNumber"].as_i64(),
+            ex["versionNumber"].as_i64()
+        ),
+        (Some("QUEUED"), Some(1), Some(1))
+    );
+    assert_eq!(ex["thingArn"], thing_arn("t1"));
+    let for_thing = call(&api, "GET", "/things/t3/jobs", json!({})).await;
+    assert_eq!(for_thing["executionSummaries"][0]["jobId"], "job1");
+
+    let jobs = call(&api, "GET", "/jobs?status=IN_PROGRESS", json!({})).await;
+    assert_eq!(jobs["jobs"][0]["jobId"], "job1");
+    let none = call(&api, "GET", "/jobs?status=COMPLETED", json!({})).await;
+    assert_eq!(none["jobs"], json!([]));
+    let by_group = call(&api, "GET", "/jobs?thingGroupName=fleet", json!({})).await;
+    assert_eq!(by_group["jobs"].as_array().unwrap().len(), 1);
+
+    // UpdateJob changes the description and stores a config as given.
+    call(
+        &api,
+        "PATCH",
+        "/jobs/job1",
+        json!({"description": "renamed",
+        "abortConfig": {"criteriaList": [{"failureType": "FAILED", "action": "CANCEL",
+            "thresholdPercentage": 50.0, "minNumberOfExecutedThings": 2}]}}),
+    )
+    .await;
+    let d = call(&api, "GET", "/jobs/job1", json!({})).await;
+    assert_eq!(d["job"]["description"], "renamed");
+    assert_eq!(
+        d["job"]["abortConfig"]["criteriaList"][0]["minNumberOfExecutedThings"],
+        2
+    );
+
+    // Removing a thing from a group and deleting things.
+    call(
+        &api,
+        "PUT",
+        "/thing-groups/removeThingFromThingGroup",
+        json!({"thingGroupArn": group_arn("fleet"), "thingArn": thing_arn("t3")}),
+    )
+    .await;
+    let direct = call(&api, "GET", "/thing-groups/fleet/things", json!({})).await;
+    assert_eq!(direct["things"], json!([]));
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_and_delete_jobs_and_executions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    fleet(&api).await;
+    let doc = json!({"targets": [group_arn("fleet")], "document": "{\"operation\":\"x\"}"});
+    call(&api, "PUT", "/jobs/j1", doc.clone()).await;
+    call(&api, "PUT", "/jobs/j2", doc).await;
+
+    // t1 starts j1 through the device API (as its daemon would over MQTT).
+    let out = svc
+        .handle()
+        .device_request("$aws/things/t1/jobs/start-next", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert!(out.iter().any(|m| m.topic.ends_with("start-next/accepted")));
+
+    // CancelJobExecution of an IN_PROGRESS execution needs force.
+    let (status, kind, _) = fail(&api, "PUT", "/things/t1/jobs/j1/cancel", Some(json!({}))).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (409, "InvalidStateTransitionException")
+    );
+    call(
+        &api,
+        "PUT",
+        "/things/t2/jobs/j1/cancel",
+        json!({"statusDetails": {"why": "test"}}),
+    )
+    .await;
+    let e = call(&api, "GET", "/things/t2/jobs/j1", json!({})).await;
+    assert_eq!(e["execution"]["status"], "CANCELED");
+    assert_eq!(e["execution"]["statusDetails"]["detailsMap"]["why"], "test");
+
+    // CancelJob without force: queued → CANCELED, the running one is left alone.
+    let r = call(
+        &api,
+        "PUT",
+        "/jobs/j1/cancel",
+        json!({"reasonCode": "OPERATOR", "comment": "stop"}),
+    )
+    .await;
+    assert_eq!(r["jobId"], "j1");
+    let d = call(&api, "GET", "/jobs/j1", json!({})).await;
+    assert_eq!(d["job"]["status"], "CANCELED");
+    assert_eq!(d["job"]["reasonCode"], "OPERATOR");
+    assert_eq!(d["job"]["comment"], "stop");
+    assert_eq!(d["job"]["forceCanceled"], false);
+    let c = &d["job"]["jobProcessDetails"];
+    assert_eq!(
+        (
+            c["numberOfInProgressThings"].as_i64(),
+            c["numberOfCanceledThings"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+
+    // With force the running execution is cancelled too.
+    call(&api, "PUT", "/jobs/j1/cancel?force=true", json!({})).await;
+    let e = call(&api, "GET", "/things/t1/jobs/j1", json!({})).await;
+    assert_eq!(
+        (
+            e["execution"]["status"].as_str(),
+            e["execution"]["forceCanceled"].as_bool()
+        ),
+        (Some("CANCELED"), Some(true))
+    );
+    let d = call(&api, "GET", "/jobs/j1", json!({})).await;
+    assert_eq!(d["job"]["forceCanceled"], true);
+
+    // DeleteJob of a running job needs force; a cancelled one goes.
+    let (status, kind, _) = fail(&api, "DELETE", "/jobs/j2", None).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (409, "InvalidStateTransitionException")
+    );
+    call(&api, "DELETE", "/jobs/j1", json!({})).await;
+    let (status, kind, _) = fail(&api, "GET", "/jobs/j1", None).await;
+    assert_eq!((status, kind.as_str()), (404, "ResourceNotFoundException"));
+
+    // DeleteJobExecution needs a terminal execution unless forced.
+    let (status, _, _) = fail(&api, "DELETE", "/things/t3/jobs/j2/executionNumber/1", None).await;
+    assert_eq!(status, 409);
+    call(
+        &api,
+        "DELETE",
+        "/things/t3/jobs/j2/executionNumber/1?force=true",
+        json!({}),
+    )
+    .await;
+    let execs = call(&api, "GET", "/jobs/j2/things", json!({})).await;
+    assert_eq!(
+        statuses(&execs),
+        pairs(&[("t1", "QUEUED"), ("t2", "QUEUED")])
+    );
+    call(&api, "DELETE", "/jobs/j2?force=true", json!({})).await;
+    let jobs = call(&api, "GET", "/jobs", json!({})).await;
+    assert_eq!(jobs["jobs"], json!([]));
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn errors_have_the_aws_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    fleet(&api).await;
+
+    let (status, kind, msg) = fail(&api, "GET", "/things/nope", None).await;
+    assert_eq!((status, kind.as_str()), (404, "ResourceNotFoundException"));
+    assert!(msg.contains("nope"), "{msg}");
+    let (status, kind, _) = fail(&api, "GET", "/things/t1/jobs/nojob", None).await;
+    assert_eq!((status, kind.as_str()), (404, "ResourceNotFoundException"));
+
+    let job = json!({"targets": [thing_arn("t1")], "document": "{}"});
+    call(&api, "PUT", "/jobs/dup", job.clone()).await;
+    let resp = api.send("PUT", "/jobs/dup", Some(&job)).await.unwrap();
+    assert_eq!(resp.status, 409);
+    assert_eq!(
+        resp.header("x-amzn-errortype"),
+        Some("ResourceAlreadyExistsException")
+    );
+    assert_eq!(resp.json()["resourceId"], "dup");
+
+    let (status, kind, _) = fail(
+        &api,
+        "POST",
+        "/things/t1",
+        Some(json!({"thingTypeName": "other"})),
+    )
+    .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (409, "ResourceAlreadyExistsException")
+    );
+    // The same configuration again is fine.
+    call(&api, "POST", "/things/t1", json!({})).await;
+
+    for (body, why) in [
+        (json!({"document": "{}"}), "no targets"),
+        (json!({"targets": [thing_arn("t1")]}), "no document"),
+        (
+            json!({"targets": ["t1"], "document": "{}"}),
+            "target is not an ARN",
+        ),
+        (
+            json!({"targets": [thing_arn("t1")], "document": "not json"}),
+            "document is not JSON",
+        ),
+        (
+            json!({"targets": [thing_arn("t1")], "document": "{}", "documentSource": "/x"}),
+            "both",
+        ),
+        (
+            json!({"targets": [thing_arn("t1")], "document": "{}", "targetSelection": "SOMETIMES"}),
+            "bad enum",
+        ),
+        (
+            json!({"targets": [thing_arn("t1")], "document": "{}", "documentParameters": {"a": "b"}}),
+            "params without template",
+        ),
+        (
+            json!({"targets": [thing_arn("t1")], "documentSource": "https://s3.amazonaws.com/b/k"}),
+            "S3 source",
+        ),
+        (json!({"targets": 5}), "malformed body"),
+    ] {
+        let (status, kind, _) = fail(&api, "PUT", "/jobs/bad", Some(body)).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (400, "InvalidRequestException"),
+            "{why}"
+        );
+    }
+    let (status, kind, _) = fail(
+        &api,
+        "PUT",
+        "/jobs/bad",
+        Some(json!({"targets": [thing_arn("ghost")], "document": "{}"})),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (404, "ResourceNotFoundException"));
+    let (status, kind, _) = fail(&api, "GET", "/jobs?maxResults=0", None).await;
+    assert_eq!((status, kind.as_str()), (400, "InvalidRequestException"));
+    let (status, kind, _) =
+        fail(&api, "PUT", "/jobs/dup/cancel?force=maybe", Some(json!({}))).await;
+    assert_eq!((status, kind.as_str()), (400, "InvalidRequestException"));
+    let (status, kind, _) = fail(&api, "GET", "/no/such/route", None).await;
+    assert_eq!((status, kind.as_str()), (404, "UnknownOperationException"));
+
+    // A SigV4-signed request is accepted as is (the signature is not checked).
+    let resp = api
+        .send_with(
+            "GET",
+            "/things/t1",
+            &[("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/iot/aws4_request, SignedHeaders=host;x-amz-date, Signature=0123"),
+              ("X-Amz-Date", "20260101T000000Z")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+
+    // The client surfaces the exception name.
+    match api.get("/jobs/none").await {
+        Err(ClientError::Api {
+            status: 404, kind, ..
+        }) => assert_eq!(kind, "ResourceNotFoundException"),
+        other => panic!("{other:?}"),
+    }
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn managed_templates_and_parameter_substitution() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    fleet(&api).await;
+
+    let list = call(&api, "GET", "/managed-job-templates", json!({})).await;
+    let names: Vec<_> = list["managedJobTemplates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["templateName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 8);
+    assert!(
+        names.contains(&"AWS-Download-File".to_owned())
+            && names.contains(&"AWS-Run-Command".to_owned())
+    );
+    let t = call(
+        &api,
+        "GET",
+        "/managed-job-templates/AWS-Download-File",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        t["templateArn"],
+        "arn:aws:iot:us-east-1::jobtemplate/AWS-Download-File:1.0"
+    );
+    assert_eq!(t["templateVersion"], "1.0");
+    assert_eq!(t["environments"], json!(["LINUX"]));
+    let keys: Vec<_> = t["documentParameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["downloadUrl", "filePath", "runAsUser", "pathToHandler"]
+    );
+    assert!(t["document"]
+        .as_str()
+        .unwrap()
+        .contains("${aws:iot:parameter:downloadUrl}"));
+    let (status, kind, _) = fail(&api, "GET", "/managed-job-templates/AWS-Nope", None).await;
+    assert_eq!((status, kind.as_str()), (404, "ResourceNotFoundException"));
+
+    let arn = "arn:aws:iot:us-east-1::jobtemplate/AWS-Download-File:1.0";
+    call(&api, "PUT", "/jobs/dl", json!({
+        "targets": [group_arn("fleet-a")],
+        "jobTemplateArn": arn,
+        "documentParameters": {"downloadUrl": "file:///srv/a \"b\".txt", "filePath": "/tmp/out"},
+    })).await;
+    let doc = call(&api, "GET", "/jobs/dl/job-document", json!({})).await;
+    let doc: Value = serde_json::from_str(doc["document"].as_str().unwrap()).unwrap();
+    let action = &doc["steps"][0]["action"];
+    assert_eq!(
+        action["input"]["args"],
+        json!(["file:///srv/a \"b\".txt", "/tmp/out"])
+    );
+    assert_eq!(action["input"]["handler"], "download-file.sh");
+    assert_eq!(action["runAsUser"], "");
+    let raw = call(
+        &api,
+        "GET",
+        "/jobs/dl/job-document?beforeSubstitution=true",
+        json!({}),
+    )
+    .await;
+    assert!(raw["document"]
+        .as_str()
+        .unwrap()
+        .contains("${aws:iot:parameter:filePath}"));
+    let d = call(&api, "GET", "/jobs/dl", json!({})).await;
+    assert_eq!(d["job"]["jobTemplateArn"], arn);
+    assert_eq!(d["job"]["documentParameters"]["filePath"], "/tmp/out");
+    assert_eq!(
+        d["job"]["description"],
+        "A managed job template for downloading a file."
+    );
+    assert_eq!(d["job"]["jobProcessDetails"]["numberOfQueuedThings"], 2);
+
+    for (params, why) in [
+        (json!({"downloadUrl": "x"}), "missing filePath"),
+        (
+            json!({"downloadUrl": "x", "filePath": "y", "color": "red"}),
+            "unknown parameter",
+        ),
+    ] {
+        let (status, kind, msg) = fail(
+            &api,
+            "PUT",
+            "/jobs/bad",
+            Some(json!({
+            "targets": [thing_arn("t1")], "jobTemplateArn": arn, "documentParameters": params})),
+        )
+        .await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (400, "InvalidRequestException"),
+            "{why}: {msg}"
+        );
+    }
+    let (status, _, _) = fail(
+        &api,
+        "PUT",
+        "/jobs/bad",
+        Some(json!({
+        "targets": [thing_arn("t1")], "jobTemplateArn": arn, "document": "{}",
+        "documentParameters": {"downloadUrl": "x", "filePath": "y"}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // AWS-Run-Command: a command with an escaped comma survives substitution.
+    call(
+        &api,
+        "PUT",
+        "/jobs/run",
+        json!({
+            "targets": [thing_arn("t3")],
+            "jobTemplateArn": "arn:aws:iot:us-east-1::jobtemplate/AWS-Run-Command:1.0",
+            "documentParameters": {"command": "echo,a\\,b"},
+        }),
+    )
+    .await;
+    let doc = call(&api, "GET", "/jobs/run/job-document", json!({})).await;
+    let doc: Value = serde_json::from_str(doc["document"].as_str().unwrap()).unwrap();
+    assert_eq!(doc["steps"][0]["action"]["input"]["command"], "echo,a\\,b");
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn document_source_files_and_custom_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(&dir.path().join("data")).await;
+    fleet(&api).await;
+    let file = dir.path().join("job.json");
+    std::fs::write(&file, r#"{"operation":"from-file"}"#).unwrap();
+    let url = format!("file://{}", file.display());
+    call(
+        &api,
+        "PUT",
+        "/jobs/f1",
+        json!({"targets": [thing_arn("t1")], "documentSource": url}),
+    )
+    .await;
+    // Read once at creation, as AWS reads its S3 object once.
+    std::fs::write(&file, r#"{"operation":"changed"}"#).unwrap();
+    let doc = call(&api, "GET", "/jobs/f1/job-document", json!({})).await;
+    assert_eq!(doc["document"], r#"{"operation":"from-file"}"#);
+    let d = call(&api, "GET", "/jobs/f1", json!({})).await;
+    assert_eq!(d["documentSource"], url);
+    let (status, _, msg) = fail(
+        &api,
+        "PUT",
+        "/jobs/f2",
+        Some(json!({"targets": [thing_arn("t1")],
+        "documentSource": dir.path().join("missing.json").display().to_string()})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(msg.contains("missing.json"), "{msg}");
+
+    // A custom template: its document and configs are the job's defaults.
+    let r = call(
+        &api,
+        "PUT",
+        "/job-templates/tpl",
+        json!({
+        "description": "my template", "document": "{\"operation\":\"tpl\"}",
+        "timeoutConfig": {"inProgressTimeoutInMinutes": 30}}),
+    )
+    .await;
+    assert_eq!(r["jobTemplateArn"], format!("{ACCOUNT}:jobtemplate/tpl"));
+    let (status, kind, _) = fail(
+        &api,
+        "PUT",
+        "/job-templates/tpl",
+        Some(json!({"description": "again", "document": "{}"})),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (409, "ConflictException"));
+    let t = call(&api, "GET", "/job-templates/tpl", json!({})).await;
+    assert_eq!(t["timeoutConfig"]["inProgressTimeoutInMinutes"], 30);
+    let l = call(&api, "GET", "/job-templates", json!({})).await;
+    assert_eq!(l["jobTemplates"][0]["jobTemplateId"], "tpl");
+    call(
+        &api,
+        "PUT",
+        "/jobs/from-tpl",
+        json!({"targets": [thing_arn("t2")],
+        "jobTemplateArn": format!("{ACCOUNT}:jobtemplate/tpl")}),
+    )
+    .await;
+    let d = call(&api, "GET", "/jobs/from-tpl", json!({})).await;
+    assert_eq!(d["job"]["timeoutConfig"]["inProgressTimeoutInMinutes"], 30);
+    assert_eq!(d["job"]["description"], "my template");
+    let doc = call(&api, "GET", "/jobs/from-tpl/job-document", json!({})).await;
+    assert_eq!(doc["document"], "{\"operation\":\"tpl\"}");
+    // A template copied from a job.
+    call(
+        &api,
+        "PUT",
+        "/job-templates/copy",
+        json!({"description": "copy",
+        "jobArn": format!("{ACCOUNT}:job/from-tpl")}),
+    )
+    .await;
+    let t = call(&api, "GET", "/job-templates/copy", json!({})).await;
+    assert_eq!(t["document"], "{\"operation\":\"tpl\"}");
+    call(&api, "DELETE", "/job-templates/tpl", json!({})).await;
+    let (status, _, _) = fail(&api, "GET", "/job-templates/tpl", None).await;
+    assert_eq!(status, 404);
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_and_certificate_for_a_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    call(&api, "POST", "/things/dev1", json!({})).await;
+    let c = call(
+        &api,
+        "POST",
+        "/keys-and-certificate?setAsActive=true&thingName=dev1",
+        json!({}),
+    )
+    .await;
+    assert!(c["certificatePem"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    assert!(c["keyPair"]["PrivateKey"]
+        .as_str()
+        .unwrap()
+        .contains("PRIVATE KEY"));
+    assert_eq!(c["certificateId"].as_str().unwrap().len(), 64);
+    let (status, _, msg) = fail(
+        &api,
+        "POST",
+        "/keys-and-certificate?setAsActive=true",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(msg.contains("thingName"), "{msg}");
+    let (status, _, _) = fail(
+        &api,
+        "POST",
+        "/keys-and-certificate?thingName=ghost",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_on_the_same_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    fleet(&api).await;
+    call(
+        &api,
+        "PUT",
+        "/jobs/keep",
+        json!({"targets": [group_arn("fleet")], "document": "{\"k\":1}"}),
+    )
+    .await;
+    let h = svc.handle();
+    h.device_request("$aws/things/t1/jobs/start-next", b"{}".to_vec())
+        .await
+        .unwrap();
+    h.device_request(
+        "$aws/things/t1/jobs/keep/update",
+        json!({"status": "SUCCEEDED", "statusDetails": {"step": "done"}, "expectedVersion": 2})
+            .to_string()
+            .into_bytes(),
+    )
+    .await
+    .unwrap();
+    svc.stop().await.unwrap();
+
+    let (svc, api) = start(dir.path()).await;
+    let d = call(&api, "GET", "/jobs/keep", json!({})).await;
+    let c = &d["job"]["jobProcessDetails"];
+    assert_eq!(
+        (
+            c["numberOfSucceededThings"].as_i64(),
+            c["numberOfQueuedThings"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+    let e = call(&api, "GET", "/things/t1/jobs/keep", json!({})).await;
+    assert_eq!(e["execution"]["status"], "SUCCEEDED");
+    assert_eq!(
+        e["execution"]["statusDetails"]["detailsMap"]["step"],
+        "done"
+    );
+    let g = call(&api, "GET", "/thing-groups/fleet-a", json!({})).await;
+    assert_eq!(g["thingGroupMetadata"]["parentGroupName"], "fleet");
+    svc.stop().await.unwrap();
+}
+
+/// Runs a client verb of the real binary against `endpoint`.
+fn verb(endpoint: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_iotjobs-local"))
+        .args(args)
+        .env("IOTJOBS_LOCAL_ENDPOINT", endpoint)
+        .output()
+        .unwrap()
+}
+
+fn ok_stdout(endpoint: &str, args: &[&str]) -> String {
+    let out = verb(endpoint, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The binary end to end: `serve` on free ports, the AWS-CLI-like verbs, `create-thing --out`,
+/// `watch`, and SIGTERM → exit 0.
+#[test]
+fn cli_serve_and_client_verbs() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_iotjobs-local"))
+        .args([
+            "serve",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut mqtt) = (None, None);
+    while endpoint.is_none() || mqtt.is_none() {
+        let line = lines
+            .next()
+            .expect("serve exited before printing its addresses")
+            .unwrap();
+        if let Some(u) = line.trim().strip_prefix("control plane") {
+            endpoint = Some(u.trim().to_owned());
+        }
+        if let Some(u) = line.trim().strip_prefix("MQTT (mTLS)") {
+            mqtt = Some(u.trim().trim_start_matches("mqtts://").to_owned());
+        }
+    }
+    let ep = endpoint.unwrap();
+    let mqtt_port: u16 = mqtt.unwrap().rsplit(':').next().unwrap().parse().unwrap();
+
+    ok_stdout(&ep, &["create-thing-group", "--thing-group-name", "g"]);
+    let dev = tmp.path().join("dev1");
+    let out = ok_stdout(
+        &ep,
+        &["create-thing", "dev1", "--out", dev.to_str().unwrap()],
+    );
+    assert!(out.contains("config.toml"), "{out}");
+    let key_mode = std::fs::metadata(dev.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let cfg: iotjobs::config::Config =
+        toml::from_str(&std::fs::read_to_string(dev.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg.mqtt.thing_name.as_deref(), Some("dev1"));
+    assert_eq!(cfg.mqtt.port, mqtt_port);
+    assert_eq!(cfg.mqtt.key.as_deref(), Some(dev.join("key.pem").as_path()));
+    assert!(std::fs::read_to_string(dev.join("root-ca.pem"))
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+
+    ok_stdout(
+        &ep,
+        &[
+            "add-thing-to-thing-group",
+            "--thing-group-name",
+            "g",
+            "--thing-name",
+            "dev1",
+        ],
+    );
+    let doc = tmp.path().join("job.json");
+    std::fs::write(&doc, r#"{"operation":"hello"}"#).unwrap();
+    let file_arg = format!("file://{}", doc.display());
+    ok_stdout(
+        &ep,
+        &[
+            "create-job",
+            "--job-id",
+            "j1",
+            "--targets",
+            "thinggroup/g",
+            "--document",
+            &file_arg,
+        ],
+    );
+    let table = ok_stdout(&ep, &["list-job-executions-for-job", "--job-id", "j1"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with("dev1") && row.contains("QUEUED"), "{table}");
+    let json: Value = serde_json::from_str(&ok_stdout(
+        &ep,
+        &["describe-job", "--job-id", "j1", "--output", "json"],
+    ))
+    .unwrap();
+    assert_eq!(json["job"]["jobProcessDetails"]["numberOfQueuedThings"], 1);
+
+    ok_stdout(
+        &ep,
+        &[
+            "create-job",
+            "--job-id",
+            "j2",
+            "--targets",
+            "thing/dev1",
+            "--job-template-arn",
+            "arn:aws:iot:us-east-1::jobtemplate/AWS-Run-Command:1.0",
+            "--document-parameters",
+            "command=echo,hello",
+        ],
+    );
+    let d = ok_stdout(&ep, &["get-job-document", "--job-id", "j2"]);
+    assert!(d.contains(r#""command":"echo,hello""#), "{d}");
+
+    let out = verb(&ep, &["describe-job", "--job-id", "missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ResourceNotFoundException"));
+
+    // watch ends when the job is cancelled; only an all-SUCCEEDED job exits 0.
+    ok_stdout(&ep, &["cancel-job", "--job-id", "j1"]);
+    let out = verb(&ep, &["watch", "j1", "--interval", "0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("CANCELED 1"), "{shown}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(serve.wait().unwrap().success());
+}
