@@ -348,6 +348,25 @@ wait_for 60 "the restart after upgrade" new_main
 guest grep -q "edited by the operator" /etc/iotjobsd/config.toml || die "upgrade replaced the edited config"
 pass "upgrade: daemon restarted (MainPID $pid -> $(prop MainPID)), edited config.toml kept"
 
+# --- The hardened.conf example drop-in: the daemon still runs and a job still succeeds ---
+mkdir -p "$ROOT/etc/systemd/system/iotjobsd.service.d"
+guest cp /usr/share/doc/iotjobsd/examples/hardened.conf /etc/systemd/system/iotjobsd.service.d/
+guest systemctl daemon-reload
+guest systemctl restart iotjobsd || die "restart with hardened.conf failed"
+wait_for 30 "STATUS= to say connected (hardened)" connected
+[ "$(prop ProtectSystem)" = strict ] || die "hardened.conf not applied"
+if [ -n "$LOCAL_BIN" ]; then
+    "$LOCAL_BIN" create-job --job-id vm-health-hardened --targets thing/vm-gw \
+        --document "file://$RUN/job.json" >"$RUN/create-job.log" 2>&1 ||
+        { cat "$RUN/create-job.log"; die "create-job failed"; }
+    timeout 120 "$LOCAL_BIN" watch vm-health-hardened --interval 0.5 >"$RUN/watch-hardened.log" 2>&1 ||
+        { cat "$RUN/watch-hardened.log"; die "job vm-health-hardened did not succeed"; }
+fi
+pass "hardened.conf (ProtectSystem=$(prop ProtectSystem), NoNewPrivileges=$(prop NoNewPrivileges)): $(prop StatusText)${LOCAL_BIN:+; job vm-health-hardened: $(tail -n 1 "$RUN/watch-hardened.log")}"
+guest rm -r /etc/systemd/system/iotjobsd.service.d
+guest systemctl daemon-reload
+guest systemctl restart iotjobsd
+
 # --- Stop: clean exit, also in the middle of a job step ----------------------------------
 # KillMode=mixed: only the daemon gets SIGTERM; it checkpoints the job and stops the step
 # itself (jobs.on_shutdown = "stop"), well within TimeoutStopSec, so systemd never has to

@@ -8,7 +8,8 @@
 //!   `packaging/build.sh` first and points this at `target`);
 //! - `IOTJOBS_BUILD_PACKAGES=1`: run `packaging/build.sh` once for this test binary.
 //!
-//! Otherwise every test prints why it skipped and passes. Tools that may be missing
+//! Otherwise every package test prints why it skipped and passes; the checks of the unit
+//! and the package metadata against the daemon's defaults (end of file) always run. Tools that may be missing
 //! (`rpm`, `lintian`, `systemd-analyze`) skip their test too, unless
 //! `IOTJOBS_REQUIRE_PACKAGING_TOOLS=1`, which turns a missing tool into a failure.
 //! Nothing here installs into the real system: `dpkg -i`/purge are exercised in the
@@ -457,4 +458,97 @@ fn rpm_installs_into_a_scratch_root_with_the_same_files() {
         version.trim(),
         format!("iotjobsd {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+// --- The unit and the package metadata against the daemon's defaults (always run) -----
+
+/// `Key=value` settings of the unit, by key (the last one wins, as in systemd).
+fn unit_settings() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo().join("systemd/iotjobsd.service")).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn seconds(value: &str) -> u64 {
+    value
+        .strip_suffix('s')
+        .unwrap_or(value)
+        .parse()
+        .unwrap_or_else(|_| panic!("not whole seconds: {value}"))
+}
+
+#[test]
+fn unit_stop_timeout_covers_the_daemons_shutdown_budget() {
+    let unit = unit_settings();
+    let jobs = iotjobs::config::JobsConfig::default();
+    // With on_shutdown = "finish" the daemon waits stop_timeout_secs for the step, then
+    // stops it with kill_grace_secs before SIGKILL; systemd must not SIGKILL first.
+    let budget = jobs.stop_timeout_secs + jobs.kill_grace_secs;
+    let stop = seconds(&unit["TimeoutStopSec"]);
+    assert!(
+        stop > budget,
+        "TimeoutStopSec={stop}s must exceed stop_timeout_secs + kill_grace_secs = {budget}s"
+    );
+    // SIGTERM to the daemon alone, so it decides the step's fate.
+    assert_eq!(unit["KillMode"], "mixed");
+    assert_eq!(unit["Type"], "notify");
+    assert_eq!(unit["NotifyAccess"], "main");
+    assert!(seconds(&unit["WatchdogSec"]) > 0);
+    assert_eq!(unit["Restart"], "on-failure");
+}
+
+#[test]
+fn unit_directories_match_the_daemons_default_paths() {
+    let unit = unit_settings();
+    let config = iotjobs::config::Config::default();
+    let dir = |key: &str, base: &str| Path::new(base).join(&unit[key]);
+    assert_eq!(dir("StateDirectory", "/var/lib"), config.paths.state_dir);
+    assert_eq!(dir("RuntimeDirectory", "/run"), config.paths.runtime_dir);
+    assert_eq!(
+        Some(dir("LogsDirectory", "/var/log").as_path()),
+        config.log.file.as_deref().and_then(Path::parent)
+    );
+    assert_eq!(
+        dir("ConfigurationDirectory", "/etc"),
+        Path::new(iotjobs::config::DEFAULT_CONFIG_DIR)
+    );
+    assert_eq!(unit["ExecStart"].split(' ').next(), Some(BIN));
+}
+
+#[test]
+fn packages_install_handlers_where_the_daemon_looks_for_them() {
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("Cargo.toml")).unwrap()).unwrap();
+    let metadata = &manifest["package"]["metadata"];
+    let handler_dir = iotjobs::config::JobsConfig::default().handler_dir;
+    let handler_dir = handler_dir.to_str().unwrap();
+    let deb_dest = metadata["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a[0].as_str() == Some("handlers/*.sh"))
+        .map(|a| format!("/{}", a[1].as_str().unwrap().trim_end_matches('/')))
+        .expect("the .deb ships handlers/*.sh");
+    assert_eq!(deb_dest, handler_dir);
+    let rpm_dest = metadata["generate-rpm"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["source"].as_str() == Some("handlers/*.sh"))
+        .map(|a| {
+            a["dest"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .expect("the .rpm ships handlers/*.sh");
+    assert_eq!(rpm_dest, handler_dir);
+    assert_eq!(HANDLER_DIR, handler_dir);
+    // The device packages are built without the local service.
+    assert_eq!(metadata["deb"]["default-features"].as_bool(), Some(false));
 }
