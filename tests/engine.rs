@@ -45,7 +45,9 @@ struct Stack {
     /// Update requests seen so far, per job id, in order.
     updates: Vec<(String, Value)>,
     daemon: Child,
-    _broker: BrokerHandle,
+    pki: Pki,
+    broker: Option<BrokerHandle>,
+    broker_addr: std::net::SocketAddr,
 }
 
 impl Drop for Stack {
@@ -62,7 +64,8 @@ impl Stack {
         let broker = Broker::start(BrokerConfig::from_pki(&pki).unwrap().on_free_port())
             .await
             .unwrap();
-        let port = broker.tls_addr().unwrap().port();
+        let broker_addr = broker.tls_addr().unwrap();
+        let port = broker_addr.port();
 
         let shutdown = CancellationToken::new();
         let tls = pki
@@ -162,8 +165,23 @@ runtime_dir = "{root}/run"
             observed,
             updates: Vec::new(),
             daemon,
-            _broker: broker,
+            pki,
+            broker: Some(broker),
+            broker_addr,
         }
+    }
+
+    async fn stop_broker(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+    }
+
+    /// Starts a fresh broker on the same address (no session survives).
+    async fn restart_broker(&mut self) {
+        let mut cfg = BrokerConfig::from_pki(&self.pki).unwrap();
+        cfg.tls_addr = Some(self.broker_addr);
+        self.broker = Some(Broker::start(cfg).await.unwrap());
     }
 
     fn root(&self) -> &Path {
@@ -344,7 +362,11 @@ fn read_pid(path: &Path) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_step_job_reports_in_progress_then_succeeded_with_the_stdout_tail() {
-    let mut s = Stack::start(Options::default()).await;
+    let mut s = Stack::start(Options {
+        jobs: "step_timeout_minutes = 5".into(),
+        ..Default::default()
+    })
+    .await;
     s.handler(
         "step.sh",
         "shift; echo \"step $1 as '$IOTJOBS_STEP' for $IOTJOBS_THING_NAME\"",
@@ -372,6 +394,10 @@ async fn a_three_step_job_reports_in_progress_then_succeeded_with_the_stdout_tai
     let first = &s.updates[0].1;
     assert_eq!(first["statusDetails"]["step"], "1/3 Download");
     assert!(first["expectedVersion"].is_i64());
+    assert_eq!(
+        first["stepTimeoutInMinutes"], 5,
+        "the service's step timer is refreshed"
+    );
     assert_eq!(s.service_status("three-steps").await, "SUCCEEDED");
 }
 
@@ -711,4 +737,52 @@ async fn run_as_user_switches_to_an_unprivileged_user() {
     s.create_job("not-allowed", doc(vec![step])).await;
     let terminal = s.terminal("not-allowed").await;
     assert_eq!(terminal["status"], "FAILED", "{terminal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_finishing_while_offline_is_reported_after_reconnecting() {
+    let mut s = Stack::start(Options::default()).await;
+    let (started, go) = (s.path("started"), s.path("go"));
+    s.handler(
+        "wait.sh",
+        &format!(
+            "touch {started}\nwhile [ ! -e {go} ]; do sleep 0.1; done\necho finished offline",
+            started = started.display(),
+            go = go.display()
+        ),
+    );
+    let mut document = doc(vec![handler_step("Wait", "wait.sh", &[])]);
+    document["includeStdOut"] = json!("true");
+    s.create_job("offline", document).await;
+    eventually("the step to start", || started.exists()).await;
+
+    s.stop_broker().await;
+    std::fs::write(&go, "").unwrap();
+    // The step ends while the daemon has no connection; it keeps the status for later.
+    eventually("the job to finish offline", || {
+        s.log().contains("job offline SUCCEEDED")
+    })
+    .await;
+    s.restart_broker().await;
+
+    let deadline = Instant::now() + WAIT;
+    while s.service_status("offline").await != "SUCCEEDED" {
+        assert!(
+            Instant::now() < deadline,
+            "the final status never arrived; daemon log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let record = s
+        .service
+        .request(|r| Svc::DescribeJobExecution {
+            job_id: "offline".into(),
+            thing: THING.into(),
+            execution_number: None,
+            reply: r,
+        })
+        .await
+        .unwrap();
+    assert_eq!(record.exec.status_details["stdout"], "finished offline");
 }

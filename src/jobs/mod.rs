@@ -1,7 +1,7 @@
 //! The AWS IoT Jobs protocol shared by the daemon and the local service (topics, wire
-//! types, execution state machine), the job document model and the AWS managed
-//! templates. Pure: no I/O here except in `commands` (the binary's edge) and `task`
-//! (the thin tokio task around the engine).
+//! types, execution state machine), the job document model, and the daemon's Jobs
+//! engine (`engine`, `runner`). All of it is pure (no I/O) except `task`, the engine's
+//! thin tokio loop, and `commands`, the CLI edge of `validate-job` and `run-job`.
 pub mod commands;
 pub mod document;
 pub mod engine;

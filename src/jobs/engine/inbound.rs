@@ -230,6 +230,11 @@ impl Engine {
         match reply.code {
             code if code.is_retryable() => self.back_off(Slot::Update, out),
             ErrorCode::VersionMismatch => match reply.execution_state {
+                // A mismatch that names the version we sent cannot be fixed by resending at
+                // once; slow down rather than spin.
+                Some(state) if state.status.is_pending() && state.version_number == job.version => {
+                    self.back_off(Slot::Update, out)
+                }
                 Some(state) if state.status.is_pending() => {
                     out.log(
                         LogLevel::Info,

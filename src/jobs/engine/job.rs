@@ -131,7 +131,7 @@ impl Engine {
     }
 
     /// Acts on the runner's decision: start the next step or finish the job.
-    fn advance(&mut self, next: Next, out: &mut Out) {
+    pub(super) fn advance(&mut self, next: Next, out: &mut Out) {
         match next {
             Next::Run(step) => {
                 self.queue_progress();

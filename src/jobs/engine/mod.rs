@@ -23,6 +23,7 @@
 mod inbound;
 mod job;
 mod outbox;
+mod outgoing;
 mod requests;
 mod timers;
 
@@ -38,9 +39,7 @@ use crate::jobs::document::HostFacts;
 use crate::jobs::document::JobPlan;
 use crate::jobs::runner::{StepOutcome, StepRequest};
 use crate::jobs::topics;
-use crate::jobs::wire::{
-    DescribeJobExecutionRequest, StartNextPendingJobExecutionRequest, UpdateJobExecutionRequest,
-};
+use outgoing::slot_name;
 
 pub use job::{ActiveJob, ExecKey, JobRun};
 pub use outbox::{Outbox, StatusUpdate};
@@ -233,6 +232,57 @@ impl Engine {
         }
     }
 
+    /// Rebuilds an engine from a journalled [`EngineState`] (issue 4). Transient parts are
+    /// reset to what is true after a restart: disconnected, no timer armed, every request
+    /// unsent (its reply will never come), no step running. The job's plan is re-derived
+    /// from its stored document. Call [`Engine::resume_step`] to run the interrupted step
+    /// again once the service confirmed the job is still ours.
+    pub fn restore(cfg: EngineConfig, mut state: EngineState) -> Self {
+        state.connected = false;
+        state.timers.clear();
+        if let Some(req) = &mut state.start_next {
+            req.state = RequestState::Unsent;
+        }
+        if let Some(req) = &mut state.update {
+            req.state = RequestState::Unsent;
+        }
+        if let Some(req) = &mut state.describe {
+            req.state = RequestState::Unsent;
+        }
+        let plan = match &mut state.job {
+            Some(job) => {
+                if let JobRun::Running { step_running, .. } = &mut job.run {
+                    *step_running = false;
+                }
+                crate::jobs::runner::prepare(&job.document, &cfg.host).ok()
+            }
+            None => None,
+        };
+        Engine { cfg, state, plan }
+    }
+
+    /// After [`Engine::restore`]: starts the step that was running when the state was
+    /// saved (completed steps are not run again). Nothing happens unless a job is running
+    /// with no step in progress.
+    pub fn resume_step(&mut self) -> Vec<Action> {
+        let mut out = Out::default();
+        let (Some(job), Some(plan)) = (&mut self.state.job, &self.plan) else {
+            return out.actions;
+        };
+        let JobRun::Running {
+            runner,
+            step_running: false,
+        } = &job.run
+        else {
+            return out.actions;
+        };
+        if let Some(step) = crate::jobs::runner::current(plan, runner) {
+            self.advance(crate::jobs::runner::Next::Run(step), &mut out);
+        }
+        self.pump(&mut out);
+        out.actions
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
@@ -278,9 +328,11 @@ impl Engine {
                 Slot::Update => self.state.update.as_mut().map(|r| &mut r.state),
                 Slot::Describe => self.state.describe.as_mut().map(|r| &mut r.state),
             };
-            if let Some(state @ RequestState::InFlight { .. }) = in_flight {
-                *state = RequestState::Unsent;
+            if let Some(RequestState::InFlight { .. }) = in_flight {
                 self.cancel_timer(TimerKind::Reply(slot), out);
+                // Resend after reconnecting; a progress update already superseded by a
+                // newer status is dropped instead.
+                self.retry(slot);
             }
         }
     }
@@ -313,212 +365,7 @@ impl Engine {
         }
     }
 
-    /// Puts a slot's request back to be sent again (with a new token) by `pump`.
-    fn retry(&mut self, slot: Slot) {
-        match slot {
-            Slot::StartNext => {
-                if let Some(req) = &mut self.state.start_next {
-                    req.state = RequestState::Unsent;
-                }
-            }
-            Slot::Describe => {
-                if let Some(req) = &mut self.state.describe {
-                    req.state = RequestState::Unsent;
-                }
-            }
-            Slot::Update => {
-                let superseded = match (&self.state.update, &self.state.job) {
-                    (Some(req), Some(job)) => job.outbox.supersedes(&req.body),
-                    _ => false,
-                };
-                if superseded {
-                    self.state.update = None;
-                } else if let Some(req) = &mut self.state.update {
-                    req.state = RequestState::Unsent;
-                }
-            }
-        }
-    }
-
-    /// Sends whatever is due, in protocol order: status updates (the outbox is flushed
-    /// before new work is taken), confirmations, then start-next.
-    fn pump(&mut self, out: &mut Out) {
-        if !self.state.connected {
-            return;
-        }
-        self.pump_update(out);
-        self.pump_describe(out);
-        self.pump_start_next(out);
-    }
-
-    /// The one place an UpdateJobExecution is published.
-    fn pump_update(&mut self, out: &mut Out) {
-        if !self.state.connected {
-            return;
-        }
-        let progress_allowed = !self.state.timers.is_armed(TimerKind::ProgressCooldown);
-        let Some(job) = &mut self.state.job else {
-            return;
-        };
-        if !job.accepts_updates() || job.awaiting_version {
-            return;
-        }
-        if self.state.update.is_none() {
-            match job.outbox.take_next(progress_allowed) {
-                Some(update) => self.state.update = Some(Request::new(update)),
-                None => return,
-            }
-        }
-        let Some(req) = &mut self.state.update else {
-            return;
-        };
-        if req.state != RequestState::Unsent {
-            return;
-        }
-        let token = self.state.entropy.token();
-        let body = UpdateJobExecutionRequest {
-            status: req.body.status,
-            status_details: Some(req.body.details.clone()),
-            expected_version: Some(job.version),
-            execution_number: Some(job.key.execution_number),
-            include_job_execution_state: Some(true),
-            include_job_document: None,
-            step_timeout_in_minutes: req.body.step_timeout_minutes,
-            client_token: Some(token.clone()),
-        };
-        let topic = topics::update(&self.cfg.thing_name, &job.key.job_id);
-        let is_progress = !req.body.is_terminal();
-        req.state = RequestState::InFlight { token };
-        publish(out, topic, &body);
-        self.arm_timer(TimerKind::Reply(Slot::Update), self.cfg.reply_timeout, out);
-        if is_progress {
-            self.arm_timer(TimerKind::ProgressCooldown, self.cfg.progress_interval, out);
-        }
-    }
-
-    fn pump_describe(&mut self, out: &mut Out) {
-        let Some(req) = &mut self.state.describe else {
-            return;
-        };
-        if req.state != RequestState::Unsent {
-            return;
-        }
-        let token = self.state.entropy.token();
-        let body = DescribeJobExecutionRequest {
-            execution_number: Some(req.body.execution_number),
-            include_job_document: Some(false),
-            client_token: Some(token.clone()),
-        };
-        let topic = topics::describe(&self.cfg.thing_name, &req.body.job_id);
-        req.state = RequestState::InFlight { token };
-        publish(out, topic, &body);
-        self.arm_timer(
-            TimerKind::Reply(Slot::Describe),
-            self.cfg.reply_timeout,
-            out,
-        );
-    }
-
-    fn pump_start_next(&mut self, out: &mut Out) {
-        let wanted = match &self.state.job {
-            None => self.state.resync || self.state.work_hinted,
-            Some(job) => self.state.resync && !job.is_revoked(),
-        };
-        if self.state.start_next.is_none() && wanted {
-            self.state.start_next = Some(Request::new(()));
-        }
-        let Some(req) = &mut self.state.start_next else {
-            return;
-        };
-        if req.state != RequestState::Unsent {
-            return;
-        }
-        self.state.resync = false;
-        self.state.work_hinted = false;
-        let token = self.state.entropy.token();
-        let body = StartNextPendingJobExecutionRequest {
-            status_details: None,
-            step_timeout_in_minutes: self.cfg.step_timeout(),
-            client_token: Some(token.clone()),
-        };
-        req.state = RequestState::InFlight { token };
-        publish(out, topics::start_next(&self.cfg.thing_name), &body);
-        self.cancel_timer(TimerKind::Poll, out);
-        self.arm_timer(
-            TimerKind::Reply(Slot::StartNext),
-            self.cfg.reply_timeout,
-            out,
-        );
-    }
-
-    fn arm_timer(&mut self, kind: TimerKind, after: Duration, out: &mut Out) {
-        let id = self.state.timers.arm(kind);
-        out.push(Action::ArmTimer { id, after });
-    }
-
-    fn cancel_timer(&mut self, kind: TimerKind, out: &mut Out) {
-        if let Some(id) = self.state.timers.disarm(kind) {
-            out.push(Action::CancelTimer(id));
-        }
-    }
-
-    /// After a retryable rejection: back off before resending the slot's request.
-    fn back_off(&mut self, slot: Slot, out: &mut Out) {
-        let jitter = self.state.entropy.jitter();
-        let attempt = match slot {
-            Slot::StartNext => self.state.start_next.as_mut().map(|r| &mut r.attempt),
-            Slot::Update => self.state.update.as_mut().map(|r| &mut r.attempt),
-            Slot::Describe => self.state.describe.as_mut().map(|r| &mut r.attempt),
-        };
-        let Some(attempt) = attempt else {
-            return;
-        };
-        *attempt = attempt.saturating_add(1);
-        let delay = self.cfg.backoff.delay(*attempt, jitter);
-        match slot {
-            Slot::StartNext => set_backing_off(&mut self.state.start_next),
-            Slot::Update => set_backing_off(&mut self.state.update),
-            Slot::Describe => set_backing_off(&mut self.state.describe),
-        }
-        out.log(
-            LogLevel::Warn,
-            self.job_id(),
-            format!(
-                "{} will be retried in {} ms",
-                slot_name(slot),
-                delay.as_millis()
-            ),
-        );
-        self.arm_timer(TimerKind::Backoff(slot), delay, out);
-    }
-
-    fn job_id(&self) -> Option<&str> {
+    pub(super) fn job_id(&self) -> Option<&str> {
         self.state.job.as_ref().map(|job| job.key.job_id.as_str())
-    }
-}
-
-fn set_backing_off<T>(req: &mut Option<Request<T>>) {
-    if let Some(req) = req {
-        req.state = RequestState::BackingOff;
-    }
-}
-
-fn slot_name(slot: Slot) -> &'static str {
-    match slot {
-        Slot::StartNext => "start-next",
-        Slot::Update => "the status update",
-        Slot::Describe => "describe",
-    }
-}
-
-fn publish<T: Serialize>(out: &mut Out, topic: String, body: &T) {
-    match serde_json::to_vec(body) {
-        Ok(payload) => out.push(Action::Publish { topic, payload }),
-        // Our own request types always serialise; say so loudly if that ever changes.
-        Err(err) => out.log(
-            LogLevel::Error,
-            None,
-            format!("cannot encode request for {topic}: {err}"),
-        ),
     }
 }

@@ -193,6 +193,17 @@ pub fn step_finished(
     }
 }
 
+/// The step at the current position again (to re-run it after a restart: the steps
+/// before it are done and are not run again). `None` if the state points past the plan.
+pub fn current(plan: &JobPlan, state: &RunnerState) -> Option<StepRequest> {
+    let step = step_at(plan, state.current)?;
+    Some(StepRequest {
+        at: state.current,
+        label: label(plan, state, state.current, step),
+        step: step.clone(),
+    })
+}
+
 /// The IN_PROGRESS `statusDetails` for the current position.
 pub fn progress(plan: &JobPlan, state: &RunnerState) -> StatusDetails {
     let mut details = Builder::new();
