@@ -46,7 +46,8 @@ pub async fn move_clock(
     };
     let now = clock.now();
     let target = match (b.advance_seconds, b.set, b.set_time.as_deref()) {
-        (Some(s), None, None) if s.is_finite() && s >= 0.0 => {
+        // At most ~300 years: `Duration::from_secs_f64` panics on overflow.
+        (Some(s), None, None) if s.is_finite() && (0.0..=1e10).contains(&s) => {
             now.plus(Duration::from_secs_f64(s))
         }
         (None, Some(e), None) if e.is_finite() => Timestamp::from_millis((e * 1000.0) as i64),
