@@ -365,3 +365,173 @@ async fn a_resumed_session_completes_the_unacked_publish_and_delivers_queued_mes
     cloud.disconnect().await;
     broker.shutdown().await;
 }
+
+/// A one-connection MQTT 3.1.1 broker over TLS that follows a script, on a std thread,
+/// so a test can order what the broker sends relative to the client's DISCONNECT.
+mod scripted {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+
+    use rustls::{ServerConfig, ServerConnection, StreamOwned};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    use super::{TestCa, WAIT};
+
+    pub type Tls = StreamOwned<ServerConnection, TcpStream>;
+
+    pub fn listen(ca: &TestCa) -> (TcpListener, Arc<ServerConfig>) {
+        let issued = ca.pki.issue_loopback_server_cert().unwrap();
+        let certs = CertificateDer::pem_slice_iter(issued.certificate_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pair.private_key.as_bytes()).unwrap();
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        (listener, Arc::new(config))
+    }
+
+    pub fn accept(listener: &TcpListener, config: Arc<ServerConfig>) -> Tls {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        StreamOwned::new(ServerConnection::new(config).unwrap(), tcp)
+    }
+
+    /// One packet: (first header byte, body).
+    pub fn read_packet(tls: &mut Tls) -> (u8, Vec<u8>) {
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).unwrap();
+        let header = byte[0];
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            tls.read_exact(&mut byte).unwrap();
+            len |= usize::from(byte[0] & 0x7f) << shift;
+            shift += 7;
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        tls.read_exact(&mut body).unwrap();
+        (header, body)
+    }
+
+    /// The SUBACK (every filter granted QoS 1) for a SUBSCRIBE body.
+    pub fn suback_for(subscribe: &[u8]) -> Vec<u8> {
+        let mut filters = 0u8;
+        let mut at = 2;
+        while at < subscribe.len() {
+            let len = usize::from(u16::from_be_bytes([subscribe[at], subscribe[at + 1]]));
+            at += 2 + len + 1;
+            filters += 1;
+        }
+        let mut packet = vec![0x90, 2 + filters, subscribe[0], subscribe[1]];
+        packet.extend(std::iter::repeat_n(1u8, usize::from(filters)));
+        packet
+    }
+
+    /// What the client still sent (raw TCP) until it closed, and the socket error (a
+    /// reset) if it did not close in order.
+    pub fn read_to_end(tls: Tls) -> (Vec<u8>, Option<std::io::Error>) {
+        let mut tcp = tls.sock;
+        let mut rest = Vec::new();
+        let mut buf = [0u8; 4096];
+        let error = loop {
+            match tcp.read(&mut buf) {
+                Ok(0) => break socket_error(&tcp),
+                Ok(n) => rest.extend_from_slice(&buf[..n]),
+                Err(err) => break Some(err),
+            }
+        };
+        (rest, error)
+    }
+
+    /// A reset that arrived after the peer's FIN is not reported by read(); SO_ERROR has it.
+    fn socket_error(tcp: &TcpStream) -> Option<std::io::Error> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket fd and an int-sized out buffer, as SO_ERROR requires.
+        let rc = unsafe {
+            libc::getsockopt(
+                tcp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        (value != 0).then(|| std::io::Error::from_raw_os_error(value))
+    }
+}
+
+/// Regression: the daemon sent DISCONNECT and closed its socket while the broker still
+/// owed it a SUBACK (SIGTERM during the subscription made on connect). The SUBACK then
+/// hit a closed socket and drew a TCP reset, and mosquitto < 2.0.22, which fails that
+/// write before reading the DISCONNECT, dropped the client "due to out of memory" (1 run
+/// in 3 of `sigterm_gives_mosquitto_a_clean_disconnect`). The client must wait for the
+/// acks it is owed, then send DISCONNECT, and close without a reset.
+#[tokio::test]
+async fn disconnect_waits_for_owed_acks_so_the_broker_sees_a_clean_close() {
+    let s = Setup::new();
+    let (listener, config) = scripted::listen(&s.ca);
+    let port = listener.local_addr().unwrap().port();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let broker = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut tls = scripted::accept(&listener, config);
+        let (connect, _) = scripted::read_packet(&mut tls);
+        assert_eq!(connect >> 4, 1, "CONNECT first");
+        tls.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+        tls.flush().unwrap();
+        let (subscribe, body) = scripted::read_packet(&mut tls);
+        assert_eq!(subscribe, 0x82, "SUBSCRIBE after CONNACK");
+        subscribed_tx.send(()).unwrap();
+        // The SUBACK is held back until the client has been asked to stop.
+        go.recv_timeout(WAIT).unwrap();
+        let sent = tls
+            .write_all(&scripted::suback_for(&body))
+            .and_then(|()| tls.flush());
+        let (next, _) = scripted::read_packet(&mut tls);
+        let (after, error) = scripted::read_to_end(tls);
+        (sent.err(), next, after, error)
+    });
+
+    let device = s.device("T", port);
+    let _notify = device.subscribe([NOTIFY_NEXT]).await.unwrap();
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .unwrap()
+        .unwrap();
+    let stop = tokio::spawn(async move { device.disconnect().await });
+    // This runtime has one thread: yielding lets the connection task take the request
+    // before the broker is told to send the SUBACK.
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    go_tx.send(()).unwrap();
+    tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
+    let (suback_error, next, after, error) = tokio::task::spawn_blocking(move || broker.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        suback_error.is_none(),
+        "the client was gone before its SUBACK: {suback_error:?}"
+    );
+    assert_eq!(next, 0xe0, "DISCONNECT after the SUBACK");
+    assert_eq!(after, b"", "the client sent bytes after DISCONNECT");
+    assert!(
+        error.is_none(),
+        "the client reset the connection instead of closing it: {error:?}"
+    );
+}

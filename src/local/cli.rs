@@ -1,8 +1,11 @@
 //! Command-line interface of `iotjobs-local` (clap): `serve`, the client verbs that mirror
 //! the AWS CLI's `aws iot` names and arguments (they talk to the HTTP control plane),
-//! `watch` and `demo`. Parsing and dispatch only; the verbs live in `cli/verbs.rs`.
+//! `watch`, `demo` and `mosquitto-config`. Parsing and dispatch only; the verbs live in
+//! `cli/verbs.rs`.
 
+mod mosquitto;
 mod output;
+mod schedule_view;
 mod verbs;
 pub(crate) mod watch;
 
@@ -48,6 +51,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the whole system on this machine: the service, three real iotjobsd devices, a job; exit 0 only if every execution SUCCEEDED.
     Demo(crate::local::demo::DemoArgs),
+    /// Write a mosquitto configuration (certificates, ACL) from the local CA for `serve --broker`.
+    MosquittoConfig(mosquitto::MosquittoConfigArgs),
     /// Live progress of a job's executions by status; exits 0 when every execution SUCCEEDED.
     Watch {
         /// The job to watch.
@@ -55,6 +60,16 @@ pub enum Command {
         /// Seconds between polls.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+    },
+    /// Show the service's clock, or move the clock of a `serve --manual-clock` service
+    /// (the scheduler runs at once: schedules, windows, rollout, timeouts, retries).
+    Clock {
+        /// Move the clock forward by this many seconds.
+        #[arg(long, value_name = "SECONDS", conflicts_with = "set_time")]
+        advance: Option<f64>,
+        /// Move the clock to this UTC time.
+        #[arg(long, value_name = "YYYY-MM-DDTHH:MM")]
+        set_time: Option<String>,
     },
     #[command(flatten)]
     Verb(verbs::Verb),
@@ -66,17 +81,37 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Mutual-TLS MQTT address of the embedded broker.
-    #[arg(long, value_name = "ADDR", default_value = crate::local::server::DEFAULT_MQTT_ADDR)]
+    #[arg(long, value_name = "ADDR", default_value = crate::local::server::DEFAULT_MQTT_ADDR,
+          conflicts_with = "broker")]
     pub mqtt_addr: SocketAddr,
     /// Also listen for plain-TCP MQTT (no authentication: tests only).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "broker")]
     pub mqtt_tcp_addr: Option<SocketAddr>,
     /// Control-plane (HTTP) address. Requests are not authenticated: keep it on loopback.
     #[arg(long, value_name = "ADDR", default_value = crate::local::server::DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
-    /// Use an external broker (mqtts://HOST:PORT) instead of the embedded one.
+    /// Use an external broker (mqtts://HOST:PORT, mutual TLS) instead of the embedded one;
+    /// devices provisioned by `create-thing --out` then connect to it. See `mosquitto-config`.
     #[arg(long, value_name = "URL")]
     pub broker: Option<String>,
+    /// CA certificate(s) (PEM) that sign the external broker's certificate. Default: the local CA.
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    pub broker_ca: Option<PathBuf>,
+    /// The service's client certificate (PEM) for the external broker. Default: one issued
+    /// by the local CA for the service identity `iotjobs-local/service`.
+    #[arg(long, value_name = "FILE", requires_all = ["broker", "broker_key"])]
+    pub broker_cert: Option<PathBuf>,
+    /// The private key (PEM) of --broker-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["broker", "broker_cert"])]
+    pub broker_key: Option<PathBuf>,
+    /// Minimum minutes a scheduled job's startTime/endTime must be ahead (AWS: 30).
+    /// Jobs AWS would refuse are accepted with a warning.
+    #[arg(long, value_name = "MINUTES", default_value_t = 0)]
+    pub min_schedule_lead_minutes: i64,
+    /// Tests only: time stands still (starting now) and moves only through
+    /// `POST /iotjobs-local/clock {"advanceSeconds": N}`, which also runs the scheduler.
+    #[arg(long)]
+    pub manual_clock: bool,
 }
 
 /// The default data directory.
@@ -132,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo(args) => crate::local::demo::run(args).await,
+        Command::MosquittoConfig(args) => mosquitto::run(args),
         Command::Watch { job_id, interval } => {
             let api = crate::local::control::client::ApiClient::new(&cli.global.endpoint_url)?;
             let interval = std::time::Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
@@ -142,6 +178,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Clock { advance, set_time } => {
+            let api = crate::local::control::client::ApiClient::new(&cli.global.endpoint_url)?;
+            let body = match (advance, set_time) {
+                (Some(s), _) => Some(serde_json::json!({ "advanceSeconds": s })),
+                (None, Some(t)) => Some(serde_json::json!({ "setTime": t })),
+                (None, None) => None,
+            };
+            let v = match body {
+                Some(b) => api.call("POST", "/iotjobs-local/clock", Some(&b)).await?,
+                None => api.get("/iotjobs-local/clock").await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Verb(v) => verbs::run(v, &cli.global).await,
     }
@@ -154,7 +204,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     opts.mqtt_tls_addr = Some(args.mqtt_addr);
     opts.mqtt_tcp_addr = args.mqtt_tcp_addr;
     opts.http_addr = args.http_addr;
-    opts.external_broker = args.broker;
+    opts.service.min_schedule_lead_minutes = args.min_schedule_lead_minutes.max(0);
+    if args.manual_clock {
+        use crate::local::clock::{Clock, ManualClock, SystemClock};
+        opts.manual_clock = Some(ManualClock::new(SystemClock.now()));
+    }
+    if let Some(url) = &args.broker {
+        let mut ext = crate::local::external::ExternalBroker::parse(url)?;
+        ext.ca = args.broker_ca;
+        ext.cert = args.broker_cert;
+        ext.key = args.broker_key;
+        opts.external_broker = Some(ext);
+    }
     let svc = LocalService::start(opts).await?;
     println!("iotjobs-local is running");
     println!("  control plane  {}", svc.endpoint_url());
@@ -164,7 +225,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = svc.mqtt_tcp_addr {
         println!("  MQTT (plain)   mqtt://{a}  (no authentication)");
     }
+    if let Some(url) = &svc.external_broker {
+        println!("  MQTT (mTLS)    {url}  (external broker)");
+    }
     println!("  data           {}", svc.data_dir.display());
+    if args.manual_clock {
+        println!(
+            "  clock          manual: curl -X POST {}/iotjobs-local/clock -d '{{\"advanceSeconds\": 60}}'",
+            svc.endpoint_url()
+        );
+    }
     println!(
         "try: aws iot list-jobs --endpoint-url {} --region us-east-1 --no-sign-request",
         svc.endpoint_url()

@@ -80,6 +80,8 @@ pub(crate) struct Connection {
     attempt: u32,
     stopping: Vec<oneshot::Sender<()>>,
     stop_deadline: Option<Instant>,
+    /// DISCONNECT handed to rumqttc (stopping waits for the broker's acks first).
+    disconnect_sent: bool,
 }
 
 impl Connection {
@@ -103,6 +105,7 @@ impl Connection {
             attempt: 1,
             stopping: Vec::new(),
             stop_deadline: None,
+            disconnect_sent: false,
         }
     }
 
@@ -162,6 +165,7 @@ impl Connection {
                     if self.on_event(event, &client) == Flow::Stop {
                         break;
                     }
+                    self.disconnect_when_settled(&client);
                 }
                 Some(Err(err)) => {
                     if !self.stopping.is_empty() {
@@ -277,17 +281,32 @@ impl Connection {
     /// the deadline) so that a broker which already accepted us gets a DISCONNECT
     /// instead of a dropped socket.
     fn begin_disconnect(&mut self, done: oneshot::Sender<()>, client: &AsyncClient) {
-        if self.stopping.is_empty() {
+        let first = self.stopping.is_empty();
+        self.stopping.push(done);
+        if first {
             info!("disconnecting from the MQTT broker");
             self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
-            if self.is_connected() {
-                self.send_disconnect(client);
-            }
+            self.disconnect_when_settled(client);
         }
-        self.stopping.push(done);
+    }
+
+    /// Sends DISCONNECT once the broker owes us no reply (bounded by the stop deadline).
+    ///
+    /// We close the socket right after DISCONNECT, so a SUBACK or PUBACK still on its way
+    /// would reach a closed socket and draw a TCP reset. A broker that handles packets in
+    /// order then fails writing that reply before it reads our DISCONNECT: mosquitto
+    /// (< 2.0.22) drops the client "due to out of memory" and never sees the clean
+    /// disconnect. Waiting for the acks also lets in-flight publishes complete.
+    fn disconnect_when_settled(&mut self, client: &AsyncClient) {
+        let owed = self.publishes.len() > 0 || !self.groups.is_empty();
+        if self.stopping.is_empty() || self.disconnect_sent || !self.is_connected() || owed {
+            return;
+        }
+        self.send_disconnect(client);
     }
 
     fn send_disconnect(&mut self, client: &AsyncClient) {
+        self.disconnect_sent = true;
         if client.try_disconnect().is_err() {
             // Cannot queue DISCONNECT: close at once instead of waiting.
             self.stop_deadline = Some(Instant::now());

@@ -55,7 +55,7 @@ pub const PUBLISH_QUEUE: usize = 64;
 pub const SUBSCRIPTION_BUFFER: usize = 256;
 /// AWS IoT accepts at most 8 filters per SUBSCRIBE packet.
 pub const FILTERS_PER_SUBSCRIBE: usize = 8;
-/// How long `disconnect()` waits for the DISCONNECT packet to be written.
+/// How long `disconnect()` waits for owed acks and for the DISCONNECT packet to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A message received on a subscribed topic.

@@ -162,7 +162,8 @@ impl Mosquitto {
         Self::spawn(conf, port)
     }
 
-    fn spawn(conf: PathBuf, port: u16) -> Mosquitto {
+    /// Starts mosquitto with an existing config whose listener is on `port`.
+    pub fn spawn(conf: PathBuf, port: u16) -> Mosquitto {
         let mut child = Command::new(mosquitto_path().expect("mosquitto"))
             .arg("-c")
             .arg(&conf)

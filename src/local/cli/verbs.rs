@@ -281,8 +281,26 @@ fn text_arg(v: &str) -> anyhow::Result<String> {
     }
 }
 
+/// JSON, or for flat objects the AWS CLI's shorthand `k=v,k2=v2` (numbers become JSON
+/// numbers): `--scheduling-config startTime=2030-01-01T10:00,endBehavior=CANCEL`.
 fn json_arg(name: &str, v: &str) -> anyhow::Result<Value> {
     let text = text_arg(v)?;
+    let t = text.trim_start();
+    if !t.starts_with('{') && !t.starts_with('[') && t.contains('=') {
+        let pairs = key_values(&text).with_context(|| format!("--{name}"))?;
+        return Ok(Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| {
+                    let n = v
+                        .parse::<i64>()
+                        .map(Value::from)
+                        .or_else(|_| v.parse::<f64>().map(Value::from));
+                    (k, n.unwrap_or(Value::String(v)))
+                })
+                .collect(),
+        ));
+    }
     serde_json::from_str(&text).with_context(|| format!("--{name} is not valid JSON"))
 }
 
@@ -877,6 +895,23 @@ mod tests {
         let m = key_values(r#"{"a":"b,c"}"#).unwrap();
         assert_eq!(m["a"], "b,c");
         assert!(key_values("nokey").is_err());
+    }
+
+    #[test]
+    fn flat_configs_in_shorthand() {
+        let v = json_arg(
+            "scheduling-config",
+            "startTime=2030-01-01T10:00,endTime=2030-01-01T11:00,endBehavior=CANCEL",
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"startTime": "2030-01-01T10:00", "endTime": "2030-01-01T11:00",
+                "endBehavior": "CANCEL"})
+        );
+        let v = json_arg("timeout-config", "inProgressTimeoutInMinutes=10").unwrap();
+        assert_eq!(v, serde_json::json!({"inProgressTimeoutInMinutes": 10}));
+        assert!(json_arg("abort-config", "{bad").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::local::clock::{Clock, SystemClock, Timestamp};
 use crate::local::control::client::{enc, ApiClient, ClientError};
 
 /// Statuses in display order, with their bar glyph and ANSI colour.
@@ -32,6 +33,8 @@ pub struct Progress {
     pub job_status: String,
     /// thing → (status, statusDetails of the latest execution, if fetched)
     pub things: BTreeMap<String, String>,
+    /// Schedule, maintenance window and rollout rate lines (empty without such configs).
+    pub lifecycle: Vec<String>,
 }
 
 impl Progress {
@@ -100,6 +103,7 @@ impl Progress {
             format!("job {}: {}", self.job_id, self.job_status),
             self.bar(40, color),
         ];
+        lines.extend(self.lifecycle.iter().cloned());
         if self.total() <= MAX_THING_LINES {
             for (thing, status) in &self.things {
                 let ansi = STATUSES
@@ -141,12 +145,24 @@ pub async fn fetch(api: &ApiClient, job_id: &str) -> Result<Progress, ClientErro
             }
         }
     }
+    // The service's own time (it may run on a manual clock); the local one otherwise.
+    let now = match api.get("/iotjobs-local/clock").await {
+        Ok(c) => c["now"]
+            .as_f64()
+            .map(|s| Timestamp::from_millis((s * 1000.0) as i64))
+            .unwrap_or_else(|| SystemClock.now()),
+        Err(_) => SystemClock.now(),
+    };
+    let things: BTreeMap<String, String> = latest.into_iter().map(|(t, (_, s))| (t, s)).collect();
+    let succeeded = things.values().filter(|s| *s == "SUCCEEDED").count() as i64;
+    let lifecycle = super::schedule_view::lines(&job["job"], now, things.len() as i64, succeeded);
     Ok(Progress {
         job_id: job_id.to_owned(),
         job_status: job["job"]["status"]
             .as_str()
             .map_or_else(|| "UNKNOWN".to_owned(), str::to_owned),
-        things: latest.into_iter().map(|(t, (_, s))| (t, s)).collect(),
+        things,
+        lifecycle,
     })
 }
 
@@ -169,7 +185,14 @@ impl Display {
 
     pub fn show(&mut self, out: &mut impl Write, p: &Progress) -> std::io::Result<()> {
         let lines = p.render(self.tty);
-        if self.last.as_ref() == Some(&lines) {
+        // Off a terminal only the counts and the job status make a new line (the
+        // schedule's countdowns would otherwise print one every poll).
+        let key = if self.tty {
+            lines.clone()
+        } else {
+            vec![lines[1].clone(), p.job_status.clone()]
+        };
+        if self.last.as_ref() == Some(&key) {
             return Ok(());
         }
         if self.tty {
@@ -179,13 +202,20 @@ impl Display {
             for l in &lines {
                 writeln!(out, "\r\x1b[2K{l}")?;
             }
-            self.drawn = lines.len();
+            // Clear what a taller previous block left below.
+            for _ in lines.len()..self.drawn {
+                writeln!(out, "\r\x1b[2K")?;
+            }
+            self.drawn = self.drawn.max(lines.len());
         } else {
             // One line per change keeps logs (CI) readable.
             writeln!(out, "{}  ({})", lines[1], p.job_status)?;
+            for l in &p.lifecycle {
+                writeln!(out, "  {l}")?;
+            }
         }
         out.flush()?;
-        self.last = Some(lines);
+        self.last = Some(key);
         Ok(())
     }
 }
@@ -242,6 +272,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, s)| (format!("t{i}"), s.to_string()))
                 .collect(),
+            lifecycle: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod certs;
 pub mod client;
+mod clock;
 mod document;
 mod error;
 mod executions;
@@ -32,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ApiResult};
 
-use crate::local::clock::Clock;
+use crate::local::clock::{Clock, ManualClock};
 use crate::local::pki::Pki;
 use crate::local::service::task::ServiceHandle;
 use crate::local::service::Account;
@@ -46,7 +47,20 @@ pub struct ControlContext {
     /// Issues certificates for `CreateKeysAndCertificate`; `None` disables that route.
     pub pki: Option<Arc<Pki>>,
     /// Where devices reach the broker (mutual TLS), for `GET /iotjobs-local/info`.
-    pub mqtt_endpoint: Option<SocketAddr>,
+    pub mqtt_endpoint: Option<MqttEndpoint>,
+    /// The same clock as `clock` when it is manual (`serve --manual-clock`): the admin
+    /// route `POST /iotjobs-local/clock` moves it.
+    pub manual_clock: Option<ManualClock>,
+}
+
+/// The broker as devices see it: the embedded one or an external one.
+#[derive(Debug, Clone)]
+pub struct MqttEndpoint {
+    /// Host name or address devices connect to (must match the broker's certificate).
+    pub host: String,
+    pub port: u16,
+    /// PEM of the CA that signs the broker's certificate; `None`: the local CA.
+    pub root_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ControlContext {
@@ -148,22 +162,31 @@ pub fn router(ctx: ControlContext) -> Router {
         )
         // local extension: what a device needs to connect (CLI `create-thing --out`)
         .route("/iotjobs-local/info", get(service_info))
+        .route(
+            "/iotjobs-local/clock",
+            get(clock::get_clock).post(clock::move_clock),
+        )
         .fallback(unknown_operation)
         .method_not_allowed_fallback(unknown_operation)
         .with_state(ctx)
 }
 
-/// Local extension (no AWS equivalent): the broker address devices use and the CA that
-/// signs the broker's and the devices' certificates.
+/// Local extension (no AWS equivalent): the broker address devices use and the CA they
+/// trust for it (the local CA, which also signs the devices' certificates, unless an
+/// external broker has its own).
 async fn service_info(
     axum::extract::State(ctx): axum::extract::State<ControlContext>,
 ) -> axum::Json<serde_json::Value> {
     axum::Json(shapes::compact(serde_json::json!({
         "region": ctx.account.region,
         "accountId": ctx.account.account_id,
-        "mqttHost": ctx.mqtt_endpoint.map(|a| a.ip().to_string()),
-        "mqttPort": ctx.mqtt_endpoint.map(|a| a.port()),
-        "caCertificatePem": ctx.pki.as_ref().map(|p| p.ca_cert_pem().to_owned()),
+        "mqttHost": ctx.mqtt_endpoint.as_ref().map(|e| e.host.clone()),
+        "mqttPort": ctx.mqtt_endpoint.as_ref().map(|e| e.port),
+        "caCertificatePem": ctx
+            .mqtt_endpoint
+            .as_ref()
+            .and_then(|e| e.root_ca_pem.clone())
+            .or_else(|| ctx.pki.as_ref().map(|p| p.ca_cert_pem().to_owned())),
     })))
 }
 

@@ -108,9 +108,16 @@ pub fn job(acct: &Account, d: &JobDetails) -> Value {
         "jobTemplateArn": j.job_template_arn,
         "jobExecutionsRetryConfig": c.job_executions_retry_config,
         "documentParameters": j.document_parameters,
-        // Every execution is created and every cancel applied within the request.
-        "isConcurrent": false,
+        // Cancels apply within the request; rollout is concurrent while targets wait.
+        "isConcurrent": j.status == crate::local::store::JobStatus::InProgress
+            && d.rollout_remaining > 0,
         "schedulingConfig": c.scheduling_config,
+        "scheduledJobRollouts": (!d.scheduled_rollouts.is_empty()).then(|| {
+            d.scheduled_rollouts
+                .iter()
+                .map(|t| json!({"startTime": crate::local::lifecycle::schedule::format_time(*t)}))
+                .collect::<Vec<_>>()
+        }),
         "destinationPackageVersions": c.destination_package_versions,
     }))
 }

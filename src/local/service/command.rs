@@ -5,7 +5,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Changed, JobDetails, JobFilter, JobsService, NewJob, NewThing, NewThingGroup, Outbound,
-    ServiceError, UpdateJob,
+    ServiceError, TickReport, UpdateJob,
 };
 use crate::jobs::wire::{JobExecutionStatus, StatusDetails};
 use crate::local::clock::Timestamp;
@@ -117,6 +117,10 @@ pub enum Command {
     DescribeJobTemplate(String, Reply<JobTemplateRecord>),
     ListJobTemplates(Reply<Vec<JobTemplateRecord>>),
     DeleteJobTemplate(String, Reply<()>),
+
+    /// Run the scheduler now (after a manual clock moved): schedules, windows, rollout,
+    /// timers, retries, abort.
+    Tick(Reply<TickReport>),
 
     /// A device API request that did not come over MQTT (the HTTP data plane, tests): the
     /// reply is the core's full output; notifications are also published.
@@ -253,7 +257,7 @@ pub(super) fn dispatch(core: &mut JobsService, now: Timestamp, cmd: Command) -> 
             force,
             reply,
         } => reply_with(reply, core.delete_job(now, &job_id, force)),
-        C::DescribeJob(id, r) => reply_with(r, plain(core.describe_job(&id))),
+        C::DescribeJob(id, r) => reply_with(r, plain(core.describe_job_at(now, &id))),
         C::ListJobs(filter, r) => reply_with(r, plain(core.list_jobs(&filter))),
         C::AssociateTargetsWithJob {
             job_id,
@@ -341,6 +345,7 @@ pub(super) fn dispatch(core: &mut JobsService, now: Timestamp, cmd: Command) -> 
             reply_with(r, plain(core.store().list_templates().map_err(Into::into)))
         }
         C::DeleteJobTemplate(id, r) => reply_with(r, plain(core.delete_job_template(&id))),
+        C::Tick(r) => reply_with(r, core.tick(now)),
         C::DeviceRequest {
             topic,
             payload,

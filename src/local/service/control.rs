@@ -4,10 +4,12 @@
 
 use std::collections::BTreeSet;
 
+use super::lifecycle::CancelReason;
 use super::{validate, Changed, JobsService, ServiceError, Target};
 use crate::jobs::execution::{self, ServiceAction};
 use crate::jobs::wire::{ErrorCode, JobExecutionStatus, StatusDetails};
 use crate::local::clock::Timestamp;
+use crate::local::lifecycle::{Lifecycle, Phase};
 use crate::local::store::{
     ExecutionRecord, JobConfigs, JobRecord, JobStatus, StatusCounts, StringMap, TargetSelection,
 };
@@ -51,6 +53,11 @@ pub struct JobFilter {
 pub struct JobDetails {
     pub job: JobRecord,
     pub counts: StatusCounts,
+    /// Targets still waiting in the rollout queue (`isConcurrent` while > 0).
+    pub rollout_remaining: i64,
+    /// The next maintenance-window starts (`scheduledJobRollouts`, at most 7); filled by
+    /// [`JobsService::describe_job_at`].
+    pub scheduled_rollouts: Vec<Timestamp>,
 }
 
 fn timeout_minutes(configs: &JobConfigs) -> Result<Option<i64>, ServiceError> {
@@ -77,7 +84,7 @@ impl JobsService {
     }
 
     /// After an execution of `job_id` became terminal (or was deleted): a SNAPSHOT job
-    /// whose executions are all terminal is COMPLETED.
+    /// whose executions are all terminal and whose rollout queue is empty is COMPLETED.
     pub(super) fn settle_job(
         &self,
         now: Timestamp,
@@ -89,6 +96,7 @@ impl JobsService {
         if job.target_selection == TargetSelection::Snapshot
             && job.status == JobStatus::InProgress
             && !self.store.job_has_pending(job_id)?
+            && self.store.rollout_len(job_id)? == 0
         {
             job.status = JobStatus::Completed;
             job.completed_at = Some(now);
@@ -150,8 +158,10 @@ impl JobsService {
         Ok(())
     }
 
-    /// CreateJob: stores the job and queues an execution for every thing the targets reach
-    /// now (SNAPSHOT and CONTINUOUS alike; CONTINUOUS jobs also reach later group members).
+    /// CreateJob: stores the job (SCHEDULED when its startTime is ahead) with every thing
+    /// the targets reach now in its rollout queue, and creates the executions its schedule
+    /// and rollout rate allow at once (all of them without such configs). CONTINUOUS jobs
+    /// also reach later group members.
     pub fn create_job(
         &mut self,
         now: Timestamp,
@@ -165,7 +175,14 @@ impl JobsService {
                 "targets must name at least one thing or thing group".to_owned(),
             ));
         }
-        let timeout = timeout_minutes(&new.configs)?;
+        timeout_minutes(&new.configs)?;
+        let lc = Lifecycle::parse(&new.configs).map_err(|e| ServiceError::InvalidRequest(e.0))?;
+        let warnings = lc
+            .check_new_schedule(now, self.cfg.min_schedule_lead_minutes)
+            .map_err(|e| ServiceError::InvalidRequest(e.0))?;
+        for w in warnings {
+            tracing::warn!(job_id = %new.job_id, "{w}");
+        }
         // AWS managed template ARNs have an empty account: `arn:aws:iot:<region>::jobtemplate/..`.
         let managed = new
             .job_template_arn
@@ -194,7 +211,11 @@ impl JobsService {
             let job = JobRecord {
                 job_id: new.job_id.clone(),
                 target_selection: new.target_selection,
-                status: JobStatus::InProgress,
+                status: if lc.phase(now) == Phase::BeforeStart {
+                    JobStatus::Scheduled
+                } else {
+                    JobStatus::InProgress
+                },
                 force_canceled: false,
                 reason_code: None,
                 comment: None,
@@ -212,10 +233,12 @@ impl JobsService {
                 completed_at: None,
             };
             store.insert_job(&job)?;
-            let before = self.snapshot(&things)?;
-            for t in &things {
-                store.insert_execution(&job.job_id, t, 0, timeout, now.secs())?;
-            }
+            // Every target waits in the rollout queue; what the schedule, windows and
+            // rate allow gets its execution now, the rest on later ticks.
+            store.add_rollout(&job.job_id, &things)?;
+            let batch = self.rollout_batch(now, &job, &lc)?;
+            let before = self.snapshot(&batch)?;
+            self.create_executions(now, &job, &batch)?;
             // A snapshot job with nobody to run it is done at once.
             self.settle_job(now, &job.job_id)?;
             let messages = self.notifications(now, &before)?;
@@ -243,35 +266,12 @@ impl JobsService {
                 "job {job_id} is COMPLETED and cannot be canceled"
             )));
         }
-        self.store.atomic(|store| {
-            let things = store.things_of_job(job_id)?;
-            let before = self.snapshot(&things)?;
-            for mut rec in store.executions_for_job(job_id, None)? {
-                let cancel = match rec.exec.status {
-                    JobExecutionStatus::Queued => true,
-                    JobExecutionStatus::InProgress => force,
-                    _ => false,
-                };
-                if cancel {
-                    self.apply_service_action(
-                        now,
-                        &mut rec,
-                        ServiceAction::Cancel { force },
-                        None,
-                    )?;
-                }
-            }
-            job.status = JobStatus::Canceled;
-            job.force_canceled |= force;
-            if reason_code.is_some() {
-                job.reason_code = reason_code;
-            }
-            if comment.is_some() {
-                job.comment = comment;
-            }
-            job.last_updated_at = now;
-            store.update_job(&job)?;
-            let messages = self.notifications(now, &before)?;
+        self.store.atomic(|_| {
+            let reason = CancelReason {
+                reason_code,
+                comment,
+            };
+            let messages = self.cancel_records(now, &mut job, force, reason, None)?;
             Ok(Changed {
                 value: job,
                 messages,
@@ -339,6 +339,7 @@ impl JobsService {
         if update.description.is_some() {
             job.description = update.description;
         }
+        Lifecycle::parse(&job.configs).map_err(|e| ServiceError::InvalidRequest(e.0))?;
         job.last_updated_at = now;
         self.store.atomic(|store| {
             store.update_job(&job)?;
@@ -357,7 +358,29 @@ impl JobsService {
     pub fn describe_job(&self, job_id: &str) -> Result<JobDetails, ServiceError> {
         let job = self.job_or_404(job_id)?;
         let counts = self.store.status_counts(job_id)?;
-        Ok(JobDetails { job, counts })
+        let rollout_remaining = self.store.rollout_len(job_id)?;
+        Ok(JobDetails {
+            job,
+            counts,
+            rollout_remaining,
+            scheduled_rollouts: Vec::new(),
+        })
+    }
+
+    /// DescribeJob at `now`: also the next 7 maintenance-window starts of a job that is
+    /// still rolling out.
+    pub fn describe_job_at(
+        &self,
+        now: Timestamp,
+        job_id: &str,
+    ) -> Result<JobDetails, ServiceError> {
+        let mut d = self.describe_job(job_id)?;
+        if matches!(d.job.status, JobStatus::Scheduled | JobStatus::InProgress) {
+            if let Some(s) = Lifecycle::of_stored(job_id, &d.job.configs).schedule {
+                d.scheduled_rollouts = s.next_window_starts(now, 7);
+            }
+        }
+        Ok(d)
     }
 
     /// ListJobs, oldest first.

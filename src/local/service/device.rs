@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{render, JobsService, Outbound};
+use super::{render, JobsService, Outbound, ServiceError, TickReport};
 use crate::jobs::execution::{self, Rejection};
 use crate::jobs::status_details;
 use crate::jobs::topics::{self, JobRef, Operation, TopicKind};
@@ -248,10 +248,18 @@ impl JobsService {
         let became_terminal = applied.became_terminal();
         rec.exec = applied.record;
         self.store.update_execution(&rec)?;
+        let mut others = Vec::new();
         if became_terminal {
-            self.settle_job(now, job_id)?;
+            // Retry, completion, abort (reference §5.4).
+            others = self
+                .after_terminal(now, &rec, &mut TickReport::default())
+                .map_err(|e| match e {
+                    ServiceError::Store(s) => OpError::Store(s),
+                    other => reject(ErrorCode::InternalError, other.to_string()),
+                })?;
         }
-        let notes = self.notifications(now, &before)?;
+        let mut notes = self.notifications(now, &before)?;
+        notes.extend(others);
         let mut reply = UpdateJobExecutionResponse::default();
         if req.include_job_execution_state.unwrap_or(false) {
             reply.execution_state = Some(rec.exec.state());

@@ -14,9 +14,9 @@
 //!
 //! The core must not touch the network, read the clock or sleep: time is always an
 //! argument, and its only I/O is its own SQLite store. Scheduling, rollout, abort, timeouts
-//! firing and retries (issue 6) plug in here as further inputs (e.g. a `tick(now)`) that go
-//! through the same snapshot → change → notifications path; job configurations are already
-//! stored verbatim for them.
+//! firing and retries are [`JobsService::tick`] (called every second by the task, or at
+//! once when a manual clock moves) plus the retry/abort evaluation after every execution
+//! end; they go through the same snapshot → change → notifications path.
 
 mod arn;
 mod command;
@@ -24,6 +24,7 @@ mod control;
 mod device;
 mod error;
 mod executions;
+mod lifecycle;
 mod notify;
 mod registry;
 mod render;
@@ -37,6 +38,7 @@ use crate::local::store::Store;
 pub use arn::{Account, Target};
 pub use control::{JobDetails, JobFilter, NewJob, UpdateJob};
 pub use error::ServiceError;
+pub use lifecycle::TickReport;
 pub use registry::{NewThing, NewThingGroup};
 
 /// Behaviour switches where the reference leaves AWS's behaviour open (marked "infer").
@@ -57,6 +59,9 @@ pub struct ServiceConfig {
     /// (`<base>/<bucket>/<key>?X-Expires=<epoch>`), e.g. `http://127.0.0.1:8080/s3`. The
     /// control plane serves it; `None` leaves placeholders unresolved.
     pub presigned_url_base: Option<String>,
+    /// How far ahead a scheduled job's startTime/endTime must be (AWS: 30 minutes).
+    /// Locally 0 by default, with a warning for what AWS would refuse.
+    pub min_schedule_lead_minutes: i64,
 }
 
 impl Default for ServiceConfig {
@@ -68,6 +73,7 @@ impl Default for ServiceConfig {
             describe_terminal_rejected: true,
             include_child_groups: true,
             presigned_url_base: None,
+            min_schedule_lead_minutes: 0,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{validate, Changed, JobsService, ServiceError};
 use crate::jobs::execution::ServiceAction;
 use crate::local::clock::Timestamp;
+use crate::local::lifecycle::{Lifecycle, Phase};
 use crate::local::store::{
     JobConfigs, JobStatus, JobTemplateRecord, StringMap, TargetSelection, ThingGroupRecord,
     ThingRecord,
@@ -95,6 +96,7 @@ impl JobsService {
                 self.apply_service_action(now, &mut rec, ServiceAction::Remove, None)?;
                 self.settle_job(now, &rec.job_id)?;
             }
+            store.remove_thing_from_rollouts(name)?;
             store.delete_thing(name)?;
             let messages = self.notifications(now, &before)?;
             Ok(Changed {
@@ -287,18 +289,24 @@ impl JobsService {
             for (thing, old) in &targeted_before {
                 let new = self.continuous_jobs_of(thing)?;
                 for job_id in new.difference(old) {
-                    let pending = store
-                        .get_execution(job_id, thing, None)?
-                        .is_some_and(|e| e.exec.status.is_pending());
-                    if !pending {
-                        let timeout = self
-                            .store
-                            .get_job(job_id)?
-                            .and_then(|j| j.configs.in_progress_timeout_minutes());
-                        store.insert_execution(job_id, thing, 0, timeout, now.secs())?;
+                    let Some(job) = store.get_job(job_id)? else {
+                        continue;
+                    };
+                    // A joiner gets its execution at once (the rollout rate only paces
+                    // the initial targets), but only inside the schedule and its windows.
+                    let lc = Lifecycle::of_stored(job_id, &job.configs);
+                    match lc.phase(now) {
+                        Phase::Open => {
+                            self.create_executions(now, &job, std::slice::from_ref(thing))?;
+                        }
+                        Phase::BeforeStart | Phase::BetweenWindows => {
+                            store.add_rollout(job_id, std::slice::from_ref(thing))?;
+                        }
+                        Phase::Ended => {}
                     }
                 }
                 for job_id in old.difference(&new) {
+                    store.remove_rollout(job_id, thing)?;
                     if let Some(mut rec) = store.get_execution(job_id, thing, None)? {
                         if rec.exec.status.is_pending() {
                             self.apply_service_action(now, &mut rec, ServiceAction::Remove, None)?;

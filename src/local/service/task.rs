@@ -57,6 +57,8 @@ const MAX_PACKET: usize = 256 * 1024;
 const COMMAND_QUEUE: usize = 256;
 const INCOMING_QUEUE: usize = 4096;
 const CLIENT_QUEUE: usize = 4096;
+/// How often the scheduler runs on its own (a manual clock also runs it at each move).
+const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts the service task (and, with `broker`, its MQTT connection task).
 pub fn spawn(
@@ -222,9 +224,21 @@ async fn serve(
     online: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> JobsService {
+    // The scheduler (reference §5): time-driven changes are applied once a second.
+    let mut ticker = tokio::time::interval(TICK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => match core.tick(clock.now()) {
+                Ok(out) => {
+                    if !out.value.is_empty() {
+                        tracing::info!(report = ?out.value, "scheduler");
+                    }
+                    publish(mqtt.as_ref(), &online, out.messages).await;
+                }
+                Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
+            },
             cmd = commands.recv() => match cmd {
                 Some(cmd) => {
                     let out = dispatch(&mut core, clock.now(), cmd);

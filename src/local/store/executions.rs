@@ -245,3 +245,48 @@ impl Store {
             > 0)
     }
 }
+
+impl Store {
+    /// IN_PROGRESS executions whose in-progress or step deadline is at or before `now`
+    /// (epoch seconds), in creation order.
+    pub fn expired_executions(&self, now: i64) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXEC_COLS} FROM job_executions e
+             WHERE e.status = 'IN_PROGRESS'
+               AND (e.in_progress_deadline <= ?1 OR e.step_deadline <= ?1)
+             ORDER BY e.seq"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([now], exec_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store {
+    /// Abort counters: per thing, the status of its latest *finished* attempt (a thing
+    /// whose failure awaits a queued retry still counts as failed), by status.
+    pub fn finished_counts(&self, job_id: &str) -> Result<StatusCounts, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT e.status FROM job_executions e
+             WHERE e.job_id = ?1 AND e.status NOT IN {PENDING} AND e.execution_number = (
+                 SELECT MAX(x.execution_number) FROM job_executions x
+                 WHERE x.job_id = e.job_id AND x.thing_name = e.thing_name
+                   AND x.status NOT IN {PENDING})"
+        ))?;
+        let rows = st.query_map([job_id], |r| from_name::<JobExecutionStatus>(0, r.get(0)?))?;
+        let mut c = StatusCounts::default();
+        for s in rows {
+            let slot = match s? {
+                JobExecutionStatus::Succeeded => &mut c.number_of_succeeded_things,
+                JobExecutionStatus::Failed => &mut c.number_of_failed_things,
+                JobExecutionStatus::Rejected => &mut c.number_of_rejected_things,
+                JobExecutionStatus::TimedOut => &mut c.number_of_timed_out_things,
+                JobExecutionStatus::Canceled => &mut c.number_of_canceled_things,
+                JobExecutionStatus::Removed => &mut c.number_of_removed_things,
+                JobExecutionStatus::Queued | JobExecutionStatus::InProgress => continue,
+            };
+            *slot += 1;
+        }
+        Ok(c)
+    }
+}

@@ -122,6 +122,20 @@ impl Store {
         Ok(jobs)
     }
 
+    /// SCHEDULED and IN_PROGRESS jobs, oldest first (what the scheduler looks at).
+    pub fn list_active_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE status IN ('SCHEDULED', 'IN_PROGRESS')
+             ORDER BY created_at, job_id"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let mut jobs: Vec<JobRecord> = st.query_map([], job_row)?.collect::<Result<_, _>>()?;
+        for j in &mut jobs {
+            j.targets = self.job_targets(&j.job_id)?;
+        }
+        Ok(jobs)
+    }
+
     /// Ids of jobs in `status` whose target list contains `arn`.
     pub fn jobs_targeting(&self, arn: &str, status: JobStatus) -> Result<Vec<String>, StoreError> {
         let mut st = self.conn.prepare(

@@ -8,6 +8,7 @@
 mod executions;
 mod jobs;
 mod registry;
+mod rollout;
 mod schema;
 mod templates;
 mod types;

@@ -96,6 +96,18 @@ const MIGRATIONS: &[&str] = &[
         created_at        INTEGER NOT NULL
     );
     "#,
+    // v2: the rollout queue: targets of a job that have no execution yet (scheduled jobs,
+    // rate-limited rollouts, maintenance windows), in target order.
+    r#"
+    CREATE TABLE job_rollout (
+        job_id      TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+        thing_name  TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        PRIMARY KEY (job_id, thing_name)
+    );
+    CREATE INDEX job_executions_in_progress ON job_executions(status)
+        WHERE status = 'IN_PROGRESS';
+    "#,
 ];
 
 /// The schema version this build writes.
