@@ -55,6 +55,7 @@ impl Fixture {
             max_open_files: 0,
             max_processes: 0,
             work_root: work_root(&self.state),
+            step_path: STEP_PATH.into(),
         }
     }
 

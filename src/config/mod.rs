@@ -55,6 +55,9 @@ pub struct JobsConfig {
     pub handler_dir: PathBuf,
     /// Other directories a job document's `path` may name.
     pub allowed_handler_dirs: Vec<PathBuf>,
+    /// The `PATH` every step gets (colon-separated absolute directories); runCommand's
+    /// `argv[0]` is looked up in it. Never the daemon's own PATH.
+    pub handler_path: String,
     /// Users a step's `runAsUser` may name. Empty: root and the daemon's own user.
     pub allowed_users: Vec<String>,
     /// AWS compatibility: run every handler as the daemon's user and let the handler
@@ -145,6 +148,7 @@ impl Default for JobsConfig {
             enabled: true,
             handler_dir: PathBuf::from("/usr/libexec/iotjobsd/handlers"),
             allowed_handler_dirs: Vec::new(),
+            handler_path: crate::sandbox::STEP_PATH.to_string(),
             allowed_users: Vec::new(),
             handlers_switch_user: false,
             default_step_timeout_secs: 3600,

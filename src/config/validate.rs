@@ -312,12 +312,37 @@ fn check_jobs(config: &Config, out: &mut Vec<Problem>) {
             ));
         }
     }
+    check_handler_path(&config.jobs.handler_path, out);
     if config.jobs.default_step_timeout_secs == 0 {
         out.push(problem(
             "jobs.default_step_timeout_secs",
             "a step timeout of 0 s would fail every step at once",
             "set a timeout in seconds (3600 is the default)",
         ));
+    }
+}
+
+/// An empty entry or a relative one would make steps (and runCommand's lookup) depend on
+/// the step's working directory.
+fn check_handler_path(path: &str, out: &mut Vec<Problem>) {
+    let fix = "use colon-separated absolute directories, e.g. \"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\" (the default)";
+    if path.is_empty() {
+        out.push(problem("jobs.handler_path", "the step PATH is empty", fix));
+        return;
+    }
+    for entry in path.split(':') {
+        if !Path::new(entry).is_absolute() {
+            let what = if entry.is_empty() {
+                "has an empty entry (the current directory)".to_string()
+            } else {
+                format!("has a relative entry {entry:?}")
+            };
+            out.push(problem(
+                "jobs.handler_path",
+                format!("the step PATH {path:?} {what}"),
+                fix,
+            ));
+        }
     }
 }
 
@@ -419,6 +444,29 @@ mod tests {
         assert!(validate(&config).iter().any(|p| p.key == "log.file"));
         config.log.stdout = true;
         assert!(!validate(&config).iter().any(|p| p.key == "log.file"));
+    }
+
+    #[test]
+    fn handler_path_must_be_absolute_directories() {
+        let problems = |path: &str| {
+            let mut config = Config::default();
+            config.jobs.handler_path = path.into();
+            validate(&config)
+                .into_iter()
+                .filter(|p| p.key == "jobs.handler_path")
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+        };
+        assert!(problems(crate::sandbox::STEP_PATH).is_empty());
+        assert!(problems("/opt/shims:/usr/bin").is_empty());
+        assert_eq!(problems(""), ["the step PATH is empty"]);
+        assert_eq!(
+            problems("/bin::bin"),
+            [
+                "the step PATH \"/bin::bin\" has an empty entry (the current directory)",
+                "the step PATH \"/bin::bin\" has a relative entry \"bin\""
+            ]
+        );
     }
 
     #[test]

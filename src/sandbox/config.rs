@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::config::{JobsConfig, PathsConfig};
 
-/// The fixed `PATH` every step gets, and where runCommand's `argv[0]` is looked up.
+/// The default of `jobs.handler_path`: the `PATH` every step gets, and where runCommand's
+/// `argv[0]` is looked up.
 pub const STEP_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Settings the sandbox applies to every step.
@@ -27,6 +28,8 @@ pub struct SandboxConfig {
     pub max_processes: u64,
     /// Per-job working directories are created under `<work_root>/<job_id>/`.
     pub work_root: PathBuf,
+    /// The `PATH` steps get; runCommand's `argv[0]` is looked up in it (`jobs.handler_path`).
+    pub step_path: String,
 }
 
 impl SandboxConfig {
@@ -40,6 +43,7 @@ impl SandboxConfig {
             max_open_files: jobs.max_open_files,
             max_processes: jobs.max_processes,
             work_root: work_root(&paths.state_dir),
+            step_path: jobs.handler_path.clone(),
         }
     }
 }
@@ -63,7 +67,7 @@ pub enum HandlerDir {
 pub enum Program {
     /// runHandler: `<dir>/<name>`, called as `[handler, runAsUser, args...]`.
     Handler { name: String, dir: HandlerDir },
-    /// runCommand: the parsed tokens; `argv[0]` is looked up in [`STEP_PATH`] unless it
+    /// runCommand: the parsed tokens; `argv[0]` is looked up in the step `PATH` unless it
     /// contains a '/'. Called as `tokens ++ args`.
     Command(Vec<String>),
 }
@@ -111,5 +115,9 @@ mod tests {
         assert_eq!(cfg.kill_grace, Duration::from_secs(3));
         assert_eq!((cfg.max_open_files, cfg.max_processes), (256, 0));
         assert_eq!(cfg.work_root, PathBuf::from("/var/lib/iotjobsd/jobs"));
+        assert_eq!(cfg.step_path, STEP_PATH);
+        jobs.handler_path = "/opt/shims:/bin".into();
+        let cfg = SandboxConfig::from_config(&jobs, &PathsConfig::default());
+        assert_eq!(cfg.step_path, "/opt/shims:/bin");
     }
 }

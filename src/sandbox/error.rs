@@ -64,7 +64,7 @@ pub enum SandboxError {
     EmptyCommand,
 
     #[error("command '{name}' not found in PATH ({path})")]
-    CommandNotFound { name: String, path: &'static str },
+    CommandNotFound { name: String, path: String },
 
     #[error("runAsUser '{user}' is not allowed (allowed users: {allowed}); add it to jobs.allowed_users")]
     UserNotAllowed { user: String, allowed: String },

@@ -69,7 +69,8 @@ impl Sandbox {
                 resolve::resolve_handler(&self.config, self.daemon.uid, name, dir)
             }
             Program::Command(tokens) => {
-                resolve::resolve_command(tokens.first().ok_or(SandboxError::EmptyCommand)?)
+                let argv0 = tokens.first().ok_or(SandboxError::EmptyCommand)?;
+                resolve::resolve_command(argv0, &self.config.step_path)
             }
         }
     }

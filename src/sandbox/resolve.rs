@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::config::{HandlerDir, SandboxConfig, STEP_PATH};
+use super::config::{HandlerDir, SandboxConfig};
 use super::error::SandboxError;
 
 /// Resolves a runHandler action to the canonical path of a file that passed every check.
@@ -62,16 +62,16 @@ pub(crate) fn resolve_handler(
     Ok(target)
 }
 
-/// Resolves runCommand's `argv[0]`: a bare name is searched in [`STEP_PATH`] (never the
-/// daemon's own PATH); a name with a '/' is used as given.
-pub(crate) fn resolve_command(argv0: &str) -> Result<PathBuf, SandboxError> {
+/// Resolves runCommand's `argv[0]`: a bare name is searched in `step_path` (the configured
+/// step PATH, never the daemon's own); a name with a '/' is used as given.
+pub(crate) fn resolve_command(argv0: &str, step_path: &str) -> Result<PathBuf, SandboxError> {
     if argv0.is_empty() {
         return Err(SandboxError::EmptyCommand);
     }
     if argv0.contains('/') {
         return Ok(PathBuf::from(argv0));
     }
-    STEP_PATH
+    step_path
         .split(':')
         .map(|d| Path::new(d).join(argv0))
         .find(|candidate| {
@@ -81,7 +81,7 @@ pub(crate) fn resolve_command(argv0: &str) -> Result<PathBuf, SandboxError> {
         })
         .ok_or_else(|| SandboxError::CommandNotFound {
             name: argv0.to_string(),
-            path: STEP_PATH,
+            path: step_path.to_string(),
         })
 }
 

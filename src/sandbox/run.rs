@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{Program, StepRequest, STEP_PATH};
+use super::config::{Program, StepRequest};
 use super::error::SandboxError;
 use super::kill;
 use super::outcome::{StepOutcome, Termination};
@@ -146,7 +146,7 @@ impl Sandbox {
             &target,
             cfg.handlers_switch_user,
         )?;
-        let env = step_env(req, &target);
+        let env = step_env(req, &target, &cfg.step_path);
         let plan = ExecPlan::new(
             &program,
             &argv,
@@ -257,10 +257,10 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
 }
 
 /// The complete environment of a step; nothing is inherited from the daemon.
-fn step_env(req: &StepRequest, target: &Target) -> Vec<(String, String)> {
+fn step_env(req: &StepRequest, target: &Target, path: &str) -> Vec<(String, String)> {
     let id = &target.identity;
     let mut env = vec![
-        ("PATH".into(), STEP_PATH.into()),
+        ("PATH".into(), path.into()),
         ("LANG".into(), "C.UTF-8".into()),
         ("HOME".into(), id.home.to_string_lossy().into_owned()),
         ("USER".into(), id.name.clone()),
