@@ -22,14 +22,14 @@ const THING: &str = "gateway-1";
 struct Stack {
     dir: tempfile::TempDir,
     api: ApiClient,
-    daemon: Child,
+    config: PathBuf,
+    daemon: Option<Child>,
     service: Option<LocalService>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        self.kill_daemon();
     }
 }
 
@@ -91,11 +91,26 @@ boot_id_file = "{root}/boot_id"
             ),
         )
         .unwrap();
+        let mut s = Stack {
+            dir,
+            api,
+            config,
+            daemon: None,
+            service: Some(service),
+        };
+        s.spawn_daemon().await;
+        s
+    }
+
+    /// Starts `iotjobsd` and waits until it is connected to the service's broker.
+    async fn spawn_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "a daemon is already running");
+        let service = self.service.as_ref().expect("the service is stopped");
         let mut events = service.broker_events().unwrap();
         let daemon = Command::new(BIN)
             .arg("--config")
-            .arg(&config)
-            .env("IOTJOBSD_CONFIG_DIR", &root)
+            .arg(&self.config)
+            .env("IOTJOBSD_CONFIG_DIR", self.dir.path())
             .env_remove("NOTIFY_SOCKET")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -103,13 +118,7 @@ boot_id_file = "{root}/boot_id"
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let s = Stack {
-            dir,
-            api,
-            daemon,
-            service: Some(service),
-        };
-        // The device is connected before the test goes on.
+        self.daemon = Some(daemon);
         tokio::time::timeout(WAIT, async {
             loop {
                 if let Ok(iotjobs::local::broker::BrokerEvent::Connected { client_id }) =
@@ -122,8 +131,15 @@ boot_id_file = "{root}/boot_id"
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("the daemon never connected\n{}", s.log()));
-        s
+        .unwrap_or_else(|_| panic!("the daemon never connected\n{}", self.log()));
+    }
+
+    /// SIGKILL, as the end of a reboot does to whatever is still running.
+    fn kill_daemon(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -188,9 +204,33 @@ boot_id_file = "{root}/boot_id"
         }
     }
 
+    /// Polls the service until the execution is terminal; returns it.
+    async fn wait_terminal(&self, job_id: &str) -> Value {
+        const TERMINAL: &[&str] = &[
+            "SUCCEEDED",
+            "FAILED",
+            "REJECTED",
+            "TIMED_OUT",
+            "CANCELED",
+            "REMOVED",
+        ];
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let e = self.execution(job_id).await;
+            if TERMINAL.iter().any(|t| e["status"] == *t) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{job_id} never ended: {e}\ndaemon log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn stop(mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        self.kill_daemon();
         if let Some(s) = self.service.take() {
             s.stop().await.unwrap();
         }
@@ -225,14 +265,19 @@ fn read_pid(path: &Path) -> i32 {
 }
 
 /// Acceptance 1: the scheduled-reboot walkthrough. `reboot.sh` is replaced by a script
-/// that records when it ran (the boot id file stands in for the kernel's).
+/// that records the job and the boot it ran in and exits 0 (a reboot requested); the
+/// test then reboots the device: it kills the daemon and changes the boot id file,
+/// which stands in for the kernel's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_aws_reboot_job_waits_for_its_start_time_then_the_device_reboots() {
-    let s = Stack::start("2030-01-01T09:00").await;
+    let mut s = Stack::start("2030-01-01T09:00").await;
     let ran = s.path("reboot-ran");
     s.handler(
         "reboot.sh",
-        &format!("echo \"$IOTJOBS_JOB_ID\" >> {}", ran.display()),
+        &format!(
+            "echo \"$IOTJOBS_JOB_ID $(cat \"$IOTJOBS_BOOT_ID_FILE\")\" >> {}",
+            ran.display()
+        ),
     );
     s.create_job(
         "reboot-at-10",
@@ -267,10 +312,28 @@ async fn a_scheduled_aws_reboot_job_waits_for_its_start_time_then_the_device_reb
         t("2030-01-01T10:00").secs(),
         "started at the start time"
     );
+
+    // The daemon holds the step until the system goes down: nothing is reported yet.
+    eventually("the reboot to be requested", || {
+        s.log().contains("reboot requested; waiting")
+    })
+    .await;
+    assert_eq!(s.execution("reboot-at-10").await["status"], "IN_PROGRESS");
+
+    // The reboot: the daemon dies with the system and comes back in a new boot.
+    s.kill_daemon();
+    std::fs::write(s.path("boot_id"), "boot-2\n").unwrap();
+    s.spawn_daemon().await;
+    let e = s.wait_terminal("reboot-at-10").await;
+    assert_eq!(e["status"], "SUCCEEDED", "{e}\ndaemon log:\n{}", s.log());
+    assert_eq!(e["executionNumber"], 1, "no retry: {e}");
+    let job = s.job("reboot-at-10").await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["jobProcessDetails"]["numberOfSucceededThings"], 1);
     assert_eq!(
-        std::fs::read_to_string(&ran).unwrap().trim(),
-        "reboot-at-10",
-        "the step ran once"
+        std::fs::read_to_string(&ran).unwrap(),
+        "reboot-at-10 boot-1\n",
+        "reboot.sh ran once, before the reboot"
     );
     s.stop().await;
 }
