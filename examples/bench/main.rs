@@ -33,6 +33,9 @@ struct Args {
     /// Skip the scale figure (e.g. when comparing daemon builds).
     #[arg(long)]
     skip_scale: bool,
+    /// Keep the work directory (service data, daemon config and log).
+    #[arg(long)]
+    keep: bool,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     opts.startup_runs = args.startup_runs.unwrap_or(opts.startup_runs);
     opts.latency_jobs = args.latency_jobs.unwrap_or(opts.latency_jobs);
     opts.skip_scale = args.skip_scale;
+    opts.keep = args.keep;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -34,6 +34,8 @@ pub struct Options {
     pub things: usize,
     pub connect_timeout: Duration,
     pub skip_scale: bool,
+    /// Keep the work directory (service data, daemon config and log) for inspection.
+    pub keep: bool,
 }
 
 impl Options {
@@ -51,6 +53,7 @@ impl Options {
             things: 10_000,
             connect_timeout: Duration::from_secs(300),
             skip_scale: false,
+            keep: false,
         }
     }
 
@@ -93,18 +96,25 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         machine: machine(),
         ..Default::default()
     };
-    let work = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix("iotjobs-bench-")
         .tempdir()?;
+    let (work, _guard) = if opts.keep {
+        let path = tmp.keep();
+        eprintln!("bench: work directory {} (kept)", path.display());
+        (path, None)
+    } else {
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
 
-    let svc = Service::start(&opts.iotjobs_local, work.path()).await?;
-    let r = daemon::run(opts, &svc, work.path(), &mut report.daemon).await;
+    let svc = Service::start(&opts.iotjobs_local, work.as_path()).await?;
+    let r = daemon::run(opts, &svc, work.as_path(), &mut report.daemon).await;
     svc.stop().await?;
     r?;
 
     if !opts.skip_scale {
         // A fresh service: the scale figures must not include the daemon runs' state.
-        let dir = work.path().join("scale");
+        let dir = work.as_path().join("scale");
         std::fs::create_dir_all(&dir)?;
         let svc = Arc::new(Service::start(&opts.iotjobs_local, &dir).await?);
         let r = scale::run(opts, &svc, &mut report.scale).await;
