@@ -30,6 +30,7 @@ fn quick_run_produces_every_figure() {
         "2c.",
         "3. notify-next",
         "4. queue drain",
+        "4b.",
         "5. handler",
         "6a.",
         "6b.",

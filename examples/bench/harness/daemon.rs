@@ -27,6 +27,8 @@ pub struct DaemonFigures {
     pub notify_to_succeeded_ms: Samples,
     pub drain_jobs: usize,
     pub drain_jobs_per_s: Option<f64>,
+    /// CPU per drained job: the daemon's own, and its reaped children's (the handlers).
+    pub drain_cpu_ms_per_job: Option<(f64, f64)>,
     pub flood_bytes: u64,
     pub flood_before: Option<Mem>,
     pub flood_peak: Option<Mem>,
@@ -184,8 +186,12 @@ async fn long_run(
             .await?;
         let done = succeeded(obs, &job).await?;
         latency.push(done.at.duration_since(n.at).as_secs_f64() * 1e3);
-        let ok = topics::accepted(&topics::update(THING, &job));
-        obs.until("update accepted", |s| s.topic == ok).await?;
+        // Idle again: the daemon's next start-next found nothing. Only then is the next
+        // job's notify-next the start of its handling.
+        obs.until("start-next accepted without a job", |s| {
+            s.topic == accepted && s.payload.get("execution").is_none()
+        })
+        .await?;
     }
     out.notify_to_succeeded_ms = Samples::new(latency);
     out.jobs_run += opts.latency_jobs;
@@ -203,6 +209,7 @@ async fn long_run(
             .await?;
     }
     obs.clear();
+    let cpu0 = mem::cpu_ms(pid)?;
     std::fs::write(&gate, b"")?;
     let t0 = succeeded(obs, "drain-gate").await?.at;
     let last = format!("drain-{}", opts.drain_jobs.saturating_sub(1));
@@ -229,6 +236,9 @@ async fn long_run(
             ));
         }
     }
+    let cpu1 = mem::cpu_ms(pid)?;
+    let per = |a: f64, b: f64| (b - a) / opts.drain_jobs.max(1) as f64;
+    out.drain_cpu_ms_per_job = Some((per(cpu0.0, cpu1.0), per(cpu0.1, cpu1.1)));
     out.drain_jobs = opts.drain_jobs;
     out.drain_jobs_per_s = Some(opts.drain_jobs as f64 / t_end.duration_since(t0).as_secs_f64());
     out.jobs_run += opts.drain_jobs + 1;

@@ -42,3 +42,23 @@ impl std::fmt::Display for Mem {
         )
     }
 }
+
+/// CPU time (user + system) of `pid` and of its reaped children, in milliseconds.
+pub fn cpu_ms(pid: u32) -> io::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/stat");
+    let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    // Fields after the command name start at field 3 (state); utime is field 14.
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().map_err(|_| bad()))
+        .collect::<io::Result<_>>()?;
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let ms = |t: u64| t as f64 * 1000.0 / tick;
+    Ok((ms(f[0] + f[1]), ms(f[2] + f[3])))
+}

@@ -185,6 +185,7 @@ impl Report {
                 d.notify_to_succeeded_ms.len() == opts.latency_jobs,
             ),
             ("queue drain", d.drain_jobs_per_s.is_some()),
+            ("CPU per job", d.drain_cpu_ms_per_job.is_some()),
             ("handler flood", d.flood_peak.is_some()),
             (
                 "scale",
@@ -257,6 +258,12 @@ impl Report {
             d.drain_jobs_per_s
                 .map_or_else(na, |r| format!("{r:.0} jobs/s")),
             "≥ 200 jobs/s",
+        );
+        row(
+            "4b. CPU per drained job: daemon / handler processes",
+            d.drain_cpu_ms_per_job
+                .map_or_else(na, |(own, kids)| format!("{own:.2} ms / {kids:.2} ms")),
+            "",
         );
         let flood = match (d.flood_before, d.flood_peak) {
             (Some(a), Some(p)) => format!(
