@@ -33,6 +33,9 @@ struct Args {
     /// Skip the scale figure (e.g. when comparing daemon builds).
     #[arg(long)]
     skip_scale: bool,
+    /// Skip figures 1–5 (run the scale figure alone).
+    #[arg(long)]
+    skip_daemon: bool,
     /// Keep the work directory (service data, daemon config and log).
     #[arg(long)]
     keep: bool,
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     opts.latency_jobs = args.latency_jobs.unwrap_or(opts.latency_jobs);
     opts.skip_scale = args.skip_scale;
     opts.keep = args.keep;
+    opts.skip_daemon = args.skip_daemon;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -177,12 +177,25 @@ fn spawn_sim(
             }
         }
         let mut subacks = 0;
+        let mut done = false;
+        // Like a real device: poll with start-next now and then (a lost notification must
+        // not strand a thing) and retry a rejected request (RequestThrottled) after a pause.
+        let mut poll = tokio::time::interval(POLL);
+        poll.tick().await;
         loop {
-            let packet = match eventloop.poll().await {
-                Ok(Event::Incoming(p)) => p,
-                Ok(Event::Outgoing(_)) => continue,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            let packet = tokio::select! {
+                r = eventloop.poll() => match r {
+                    Ok(Event::Incoming(p)) => p,
+                    Ok(Event::Outgoing(_)) => continue,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+                _ = poll.tick() => {
+                    if subacks >= 5 && !done {
+                        publish_later(&client, &start_next, start_next_body(), Duration::ZERO);
+                    }
                     continue;
                 }
             };
@@ -199,11 +212,7 @@ fn spawn_sim(
                         serde_json::from_slice::<NextJobExecutionChangedEvent>(&p.payload)
                             .is_ok_and(|e| e.execution.is_some());
                     if has_job {
-                        let req = StartNextPendingJobExecutionRequest::default();
-                        let body = serde_json::to_vec(&req).unwrap_or_default();
-                        let _ = client
-                            .publish(&start_next, QoS::AtLeastOnce, false, body)
-                            .await;
+                        publish_later(&client, &start_next, start_next_body(), Duration::ZERO);
                     }
                 }
                 Packet::Publish(p) if p.topic == start_accepted => {
@@ -216,14 +225,46 @@ fn spawn_sim(
                         let req = UpdateJobExecutionRequest::new(JobExecutionStatus::Succeeded);
                         let body = serde_json::to_vec(&req).unwrap_or_default();
                         let topic = topics::update(&thing, &exec.job_id);
-                        let _ = client.publish(topic, QoS::AtLeastOnce, false, body).await;
+                        publish_later(&client, &topic, body, Duration::ZERO);
                     }
                 }
+                Packet::Publish(p) if p.topic.ends_with("/rejected") => {
+                    // Start over: start-next returns the IN_PROGRESS execution again.
+                    publish_later(&client, &start_next, start_next_body(), retry_pause());
+                }
                 Packet::Publish(p) if p.topic.ends_with("/update/accepted") => {
-                    let _ = events.send(SimEvent::Done(Instant::now()));
+                    if !done {
+                        done = true;
+                        let _ = events.send(SimEvent::Done(Instant::now()));
+                    }
                 }
                 _ => {}
             }
         }
     })
+}
+
+/// How often an idle simulator polls with start-next.
+const POLL: Duration = Duration::from_secs(10);
+
+fn start_next_body() -> Vec<u8> {
+    serde_json::to_vec(&StartNextPendingJobExecutionRequest::default()).unwrap_or_default()
+}
+
+/// 100–600 ms, so throttled things do not all come back at once.
+fn retry_pause() -> Duration {
+    Duration::from_millis(fastrand::u64(100..600))
+}
+
+/// Publishes from a task of its own: the simulator's event loop must keep polling (the
+/// client's request queue only drains while it does).
+fn publish_later(client: &AsyncClient, topic: &str, body: Vec<u8>, after: Duration) {
+    let client = client.clone();
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        if !after.is_zero() {
+            tokio::time::sleep(after).await;
+        }
+        let _ = client.publish(topic, QoS::AtLeastOnce, false, body).await;
+    });
 }
