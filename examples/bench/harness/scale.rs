@@ -232,11 +232,9 @@ fn spawn_sim(
                     // Start over: start-next returns the IN_PROGRESS execution again.
                     publish_later(&client, &start_next, start_next_body(), retry_pause());
                 }
-                Packet::Publish(p) if p.topic.ends_with("/update/accepted") => {
-                    if !done {
-                        done = true;
-                        let _ = events.send(SimEvent::Done(Instant::now()));
-                    }
+                Packet::Publish(p) if !done && p.topic.ends_with("/update/accepted") => {
+                    done = true;
+                    let _ = events.send(SimEvent::Done(Instant::now()));
                 }
                 _ => {}
             }
