@@ -145,6 +145,12 @@ where
     Ok((subscriber, LoggingGuard { _guards: guards }))
 }
 
+/// Lines queued for the writer thread before logging callers wait. tracing-appender's
+/// default (128,000) preallocates a 4 MB queue per writer and lets a handler printing
+/// fast hold ~10 MB of lines in it; 1,024 lines keep both small (benchmarks: idle RssAnon,
+/// handler flood) while still absorbing bursts.
+const LOG_QUEUE_LINES: usize = 1024;
+
 fn non_blocking<W: Write + Send + 'static>(
     writer: W,
 ) -> (
@@ -153,6 +159,7 @@ fn non_blocking<W: Write + Send + 'static>(
 ) {
     tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("iotjobsd-log")
         .finish(writer)
 }

@@ -72,7 +72,11 @@ pub fn spawn(
     let online = subscribed.clone();
     let (mqtt, incoming, conn_task) = match broker {
         Some(b) => {
-            let (client, eventloop) = AsyncClient::new(options(&b), CLIENT_QUEUE);
+            let (client, mut eventloop) = AsyncClient::new(options(&b), CLIENT_QUEUE);
+            // Without TCP_NODELAY every reply waits for Nagle + delayed ACK (~40 ms).
+            let mut network = rumqttc::NetworkOptions::new();
+            network.set_tcp_nodelay(true);
+            eventloop.set_network_options(network);
             let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
             let t = tokio::spawn(connection(
                 client.clone(),
