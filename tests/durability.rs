@@ -48,8 +48,12 @@ async fn crash_at(failpoint: &str) {
         "exactly one terminal status"
     );
     if failpoint == "after-terminal-published" {
-        // The restarted daemon sent it again; the service refused the repeat and the
-        // daemon counted that as delivered.
+        // The service had accepted the status when the daemon died. The restarted daemon
+        // either resends it (the service refuses the repeat and the daemon counts that as
+        // delivered) or first learns from the service that the execution already ended
+        // with that status; which comes first depends on the order of the replies after
+        // reconnecting. Either way the status went out at most twice and was applied once
+        // (asserted above).
         let sent = s
             .seen
             .iter()
@@ -57,8 +61,11 @@ async fn crash_at(failpoint: &str) {
                 job == "job" && suffix == "update" && p["status"] == "SUCCEEDED"
             })
             .count();
-        assert_eq!(sent, 2, "log:\n{}", s.log());
-        assert!(s.log().contains("final status of job job delivered"));
+        assert!(
+            (1..=2).contains(&sent),
+            "sent {sent} times; log:\n{}",
+            s.log()
+        );
     }
 }
 
