@@ -254,7 +254,7 @@ fn sigterm_gives_mosquitto_a_clean_disconnect() {
 }
 
 #[test]
-fn invalid_configuration_lists_every_problem_and_exits_1() {
+fn invalid_configuration_lists_every_problem_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
@@ -275,7 +275,8 @@ fn invalid_configuration_lists_every_problem_and_exits_1() {
         .unwrap();
     let output = capture(&mut child);
     let status = wait_exit(child, "iotjobsd with an invalid config");
-    assert_eq!(status.code(), Some(1));
+    // EX_CONFIG: the unit's RestartPreventExitStatus=78 stops systemd from retrying.
+    assert_eq!(status.code(), Some(78));
     let text: Vec<String> = output.iter().collect();
     let text = text.join("\n");
     for key in ["mqtt.endpoint", "mqtt.thing_name", "mqtt.cert", "mqtt.key"] {

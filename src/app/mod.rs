@@ -2,7 +2,7 @@
 //! single-instance lock) and wires the long-lived tasks together over channels.
 //! It must not speak MQTT or run handlers itself.
 //!
-//! Start-up: configuration (every problem printed, exit 1 when invalid) → logging →
+//! Start-up: configuration (every problem printed, exit 78 = EX_CONFIG when invalid) → logging →
 //! lock → tokio runtime (current_thread: one device agent needs no thread pool) → MQTT
 //! connection task → services → `READY=1` (without waiting for the network, so boot
 //! is not held up by a missing uplink). Shutdown on SIGTERM/SIGINT: `STOPPING=1`,
@@ -73,9 +73,20 @@ pub struct ServiceContext {
 /// A long-lived task started by the supervisor (e.g. the jobs engine).
 pub type Service = Box<dyn FnOnce(ServiceContext) -> Pin<Box<dyn Future<Output = ()>>>>;
 
+/// Exit status for a configuration that cannot be loaded or is invalid: EX_CONFIG from
+/// sysexits.h. The unit lists it in `RestartPreventExitStatus=`, because restarting cannot
+/// fix a bad configuration: an enabled but unconfigured service fails once, not five times.
+pub const EXIT_CONFIG: u8 = 78;
+
 /// `iotjobsd run`: load configuration, start the daemon, return its exit code.
 pub fn run_command(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let config = crate::config::load(global)?;
+    let config = match crate::config::load(global) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("iotjobsd: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
     let problems = crate::config::validate(&config);
     if !problems.is_empty() {
         for problem in &problems {
@@ -85,7 +96,7 @@ pub fn run_command(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             "iotjobsd: the configuration has {} problem(s); fix them and check with `iotjobsd check-config`",
             problems.len()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(EXIT_CONFIG));
     }
     let logging = crate::logging::init(&config.log, global.verbose)?;
     let services = if config.jobs.enabled {
