@@ -547,21 +547,17 @@ impl Connection {
         }
     }
 
-    /// Forgets dropped subscriptions and unsubscribes filters nobody uses any more.
-    fn prune_routes(&mut self, client: Option<&AsyncClient>) {
-        if self.routes.iter().all(|r| !r.sink.is_closed()) {
-            return;
-        }
-        let before = self.registered_filters();
+    /// Forgets dropped subscriptions: their messages stop being routed.
+    ///
+    /// No UNSUBSCRIBE goes on the wire. The session is persistent (clean_session =
+    /// false), and a subscription is dropped mostly when a service stops at shutdown:
+    /// unsubscribing then would strip the session of the very filters (notify-next) whose
+    /// messages the broker should queue until the daemon is back. It also raced the
+    /// DISCONNECT that follows (mosquitto 2.0.11 dropped the client with "Protocol
+    /// error" instead of seeing a clean disconnect). A message for a forgotten filter is
+    /// simply not delivered to anyone.
+    fn prune_routes(&mut self, _client: Option<&AsyncClient>) {
         self.routes.retain(|r| !r.sink.is_closed());
-        let after = self.registered_filters();
-        if let Some(client) = client.filter(|_| self.is_connected()) {
-            for filter in before.into_iter().filter(|f| !after.contains(f)) {
-                if let Err(err) = client.try_unsubscribe(filter) {
-                    debug!("cannot unsubscribe: {err}");
-                }
-            }
-        }
     }
 
     /// Handles a failed attempt or a dropped link; returns the delay before the next.

@@ -129,8 +129,8 @@ pub(crate) enum Control {
     },
 }
 
-/// Receives the messages matching the filters it was created with. Dropping it
-/// unregisters them (and unsubscribes filters nobody else uses).
+/// Receives the messages matching the filters it was created with. Dropping it stops
+/// their routing; the broker-side subscription stays with the persistent session.
 #[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::Receiver<Message>,
