@@ -1,6 +1,10 @@
 //! Test helpers shared by the MQTT, mosquitto and daemon tests: a throw-away PKI made
 //! with rcgen, device configuration, and a mosquitto started on a free loopback port.
+//! `device` and `jobs_service` run a real `iotjobsd` against iotjobs-local's Jobs service.
 #![allow(dead_code)] // each test crate uses a different subset
+
+pub mod device;
+pub mod jobs_service;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
