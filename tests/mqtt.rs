@@ -11,17 +11,6 @@ use iotjobs::mqtt::{self, ConnectionState, MqttError, MqttEvent, MqttHandle, Mqt
 
 const NOTIFY_NEXT: &str = "$aws/things/T/jobs/notify-next";
 
-async fn connected(events: &mut tokio::sync::broadcast::Receiver<MqttEvent>) -> bool {
-    match next_matching(events, "Connected", |e| {
-        matches!(e, MqttEvent::Connected { .. })
-    })
-    .await
-    {
-        MqttEvent::Connected { session_present } => session_present,
-        _ => unreachable!(),
-    }
-}
-
 struct Setup {
     dir: tempfile::TempDir,
     ca: TestCa,
@@ -217,17 +206,7 @@ async fn wrong_root_ca_is_reported_and_never_connects() {
     let cfg = device_config(&s.ca, s.dir.path(), "T", port, &wrong_ca);
     let (device, _task) = mqtt::spawn(MqttSettings::from_config(&cfg).unwrap());
 
-    let mut state = device.state();
-    let reason = tokio::time::timeout(WAIT, async {
-        loop {
-            if let ConnectionState::Waiting { reason, .. } = &*state.borrow_and_update() {
-                return reason.clone();
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("a failed attempt");
+    let reason = failed_attempt(&device, |_| true).await;
     assert_eq!(
         reason,
         format!(
@@ -253,17 +232,7 @@ async fn a_device_certificate_from_another_ca_is_refused_by_the_broker() {
     let rogue = TestCa::new();
     let cfg = device_config(&rogue, s.dir.path(), "T", port, &s.ca_path);
     let (device, _task) = mqtt::spawn(MqttSettings::from_config(&cfg).unwrap());
-    let mut state = device.state();
-    let reason = tokio::time::timeout(WAIT, async {
-        loop {
-            if let ConnectionState::Waiting { reason, .. } = &*state.borrow_and_update() {
-                return reason.clone();
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("a failed attempt");
+    let reason = failed_attempt(&device, |_| true).await;
     eprintln!("reported: {reason}");
     assert!(
         reason.contains(&format!("localhost:{port}")) && reason.contains("mqtt.cert"),
