@@ -125,19 +125,10 @@ impl Stack {
 
     /// Polls the service until the execution reaches `status`.
     async fn wait_status(&self, job_id: &str, status: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let e = self.execution(job_id).await;
-            if e["status"] == status {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{job_id} never reached {status}: {e}\ndaemon log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_execution(job_id, &format!("reached {status}"), |e| {
+            e["status"] == status
+        })
+        .await
     }
 
     /// Polls the service until the execution is terminal; returns it.
@@ -150,15 +141,29 @@ impl Stack {
             "CANCELED",
             "REMOVED",
         ];
+        self.wait_execution(job_id, "ended", |e| {
+            TERMINAL.iter().any(|t| e["status"] == *t)
+        })
+        .await
+    }
+
+    /// Polls the service until the execution satisfies `done`; returns it. `what` says
+    /// what never happened when it gives up.
+    async fn wait_execution(
+        &self,
+        job_id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let e = self.execution(job_id).await;
-            if TERMINAL.iter().any(|t| e["status"] == *t) {
+            if done(&e) {
                 return e;
             }
             assert!(
                 Instant::now() < deadline,
-                "{job_id} never ended: {e}\ndaemon log:\n{}",
+                "{job_id} never {what}: {e}\ndaemon log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
