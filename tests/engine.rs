@@ -5,26 +5,18 @@
 //! subscribe to everything) on `$aws/things/<thing>/jobs/+/update/#`; the service's own
 //! record of each execution is read back through its command channel.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use iotjobs::local::broker::{Broker, BrokerConfig, BrokerHandle};
-use iotjobs::local::clock::SystemClock;
-use iotjobs::local::pki::{Pki, SERVICE_IDENTITY};
-use iotjobs::local::service::task::{self, BrokerConnection, Command as Svc, ServiceHandle};
-use iotjobs::local::service::{JobsService, NewJob, NewThing, ServiceConfig};
-use iotjobs::local::store::Store;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use common::device::{eventually, gone, read_pid, Device, DeviceOptions, DAEMON_WAIT as WAIT};
+use common::jobs_service::{doc, handler_step, InProcessService};
+use iotjobs::local::service::task::{Command as Svc, ServiceHandle};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-/// Generous upper bound for anything a test waits for; never an expected duration.
-const WAIT: Duration = Duration::from_secs(60);
-const BIN: &str = env!("CARGO_BIN_EXE_iotjobsd");
 const THING: &str = "gateway-1";
 
 /// Extra settings for one test's daemon.
@@ -37,179 +29,58 @@ struct Options {
 }
 
 struct Stack {
-    dir: tempfile::TempDir,
+    daemon: Device,
+    jobs: InProcessService,
     service: ServiceHandle,
-    shutdown: CancellationToken,
-    /// (topic, payload) of every update request and reply for the thing, in order.
-    observed: mpsc::UnboundedReceiver<(String, Value)>,
     /// Update requests seen so far, per job id, in order.
     updates: Vec<(String, Value)>,
-    daemon: Child,
-    pki: Pki,
-    broker: Option<BrokerHandle>,
-    broker_addr: std::net::SocketAddr,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        self.shutdown.cancel();
-    }
 }
 
 impl Stack {
     async fn start(opts: Options) -> Stack {
-        let pki = Pki::ephemeral().unwrap();
-        let broker = Broker::start(BrokerConfig::from_pki(&pki).unwrap().on_free_port())
-            .await
-            .unwrap();
-        let broker_addr = broker.tls_addr().unwrap();
-        let port = broker_addr.port();
-
-        let shutdown = CancellationToken::new();
-        let tls = pki
-            .client_tls_config(&pki.issue_service_cert().unwrap())
-            .unwrap();
-        let mut svc = task::spawn(
-            JobsService::new(Store::open_in_memory().unwrap(), ServiceConfig::default()),
-            Arc::new(SystemClock),
-            Some(BrokerConnection {
-                host: "127.0.0.1".into(),
-                port,
-                client_id: SERVICE_IDENTITY.into(),
-                tls: Some(tls.clone()),
-            }),
-            shutdown.clone(),
+        let jobs = InProcessService::start(THING).await;
+        let mut daemon = Device::create(
+            &jobs.pki,
+            jobs.port(),
+            THING,
+            &DeviceOptions {
+                jobs: opts.jobs,
+                log_level: opts.log_level.unwrap_or("debug"),
+                ..Default::default()
+            },
         );
-        tokio::time::timeout(WAIT, svc.subscribed.wait_for(|s| *s))
-            .await
-            .expect("service never subscribed")
-            .unwrap();
-        let service = svc.handle.clone();
-        service
-            .request(|r| {
-                Svc::CreateThing(
-                    NewThing {
-                        name: THING.into(),
-                        ..Default::default()
-                    },
-                    r,
-                )
-            })
-            .await
-            .unwrap();
-        let observed = observe(port, tls).await;
-
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        // Steps may run as an unprivileged user: they must reach the handler directory.
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for sub in ["handlers", "state", "run"] {
-            std::fs::create_dir_all(root.join(sub)).unwrap();
-            std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(0o755))
-                .unwrap();
-        }
-        let bundle = pki.write_device_bundle(root.join("pki"), THING).unwrap();
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[mqtt]
-endpoint = "localhost"
-port = {port}
-thing_name = "{THING}"
-cert = "{cert}"
-key = "{key}"
-root_ca = "{ca}"
-reconnect_min_secs = 1
-reconnect_max_secs = 2
-
-[jobs]
-handler_dir = "{root}/handlers"
-kill_grace_secs = 1
-{jobs}
-
-[log]
-file = "{root}/iotjobsd.log"
-level = "{level}"
-
-[paths]
-state_dir = "{root}/state"
-runtime_dir = "{root}/run"
-"#,
-                cert = bundle.cert_path.display(),
-                key = bundle.key_path.display(),
-                ca = bundle.root_ca_path.display(),
-                root = root.display(),
-                jobs = opts.jobs,
-                level = opts.log_level.unwrap_or("debug"),
-            ),
-        )
-        .unwrap();
-        let daemon = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .env("IOTJOBSD_CONFIG_DIR", root)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        daemon.spawn(None);
         Stack {
-            dir,
-            service,
-            shutdown,
-            observed,
-            updates: Vec::new(),
             daemon,
-            pki,
-            broker: Some(broker),
-            broker_addr,
+            service: jobs.service.clone(),
+            jobs,
+            updates: Vec::new(),
         }
     }
 
     async fn stop_broker(&mut self) {
-        if let Some(broker) = self.broker.take() {
-            broker.shutdown().await;
-        }
+        self.jobs.stop_broker().await;
     }
 
     /// Starts a fresh broker on the same address (no session survives).
     async fn restart_broker(&mut self) {
-        let mut cfg = BrokerConfig::from_pki(&self.pki).unwrap();
-        cfg.tls_addr = Some(self.broker_addr);
-        self.broker = Some(Broker::start(cfg).await.unwrap());
+        self.jobs.restart_broker().await;
     }
 
     fn root(&self) -> &Path {
-        self.dir.path()
+        self.daemon.root()
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.root().join(name)
+        self.daemon.path(name)
     }
 
     fn handler(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.root().join("handlers").join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
+        self.daemon.handler(name, body)
     }
 
     async fn create_job(&self, job_id: &str, document: Value) {
-        let job = NewJob {
-            job_id: job_id.into(),
-            targets: vec![format!("arn:aws:iot:us-east-1:123456789012:thing/{THING}")],
-            document: document.to_string(),
-            ..Default::default()
-        };
-        self.service
-            .request(|r| Svc::CreateJob(Box::new(job), r))
-            .await
-            .unwrap();
+        self.jobs.create_job(job_id, document).await;
     }
 
     /// Waits for the daemon's terminal update of `job_id` to be accepted; returns it.
@@ -219,7 +90,7 @@ runtime_dir = "{root}/run"
         let mut terminal: Option<Value> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let next = tokio::time::timeout(left, self.observed.recv()).await;
+            let next = tokio::time::timeout(left, self.jobs.observed.recv()).await;
             let Ok(Some((t, payload))) = next else {
                 panic!(
                     "no accepted terminal status for {job_id}; seen {:#?}\ndaemon log:\n{}",
@@ -258,106 +129,17 @@ runtime_dir = "{root}/run"
 
     /// The service's record of the execution's status.
     async fn service_status(&self, job_id: &str) -> String {
-        let record = self
-            .service
-            .request(|r| Svc::DescribeJobExecution {
-                job_id: job_id.into(),
-                thing: THING.into(),
-                execution_number: None,
-                reply: r,
-            })
+        self.jobs
+            .execution(job_id)
             .await
-            .unwrap();
-        record.status().as_str().to_string()
+            .status()
+            .as_str()
+            .to_string()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.path("iotjobsd.log")).unwrap_or_default()
+        self.daemon.log()
     }
-}
-
-/// An observer on every update request and reply of the thing.
-async fn observe(
-    port: u16,
-    tls: Arc<rustls::ClientConfig>,
-) -> mpsc::UnboundedReceiver<(String, Value)> {
-    let mut opts = MqttOptions::new(format!("{SERVICE_IDENTITY}/observer"), "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(512 * 1024, 512 * 1024);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    client
-        .subscribe(
-            format!("$aws/things/{THING}/jobs/+/update/#"),
-            QoS::AtLeastOnce,
-        )
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        // Keep the client alive with its event loop.
-        let _client = client;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let payload = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    if tx.send((p.topic, payload)).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(WAIT, subscribed_rx)
-        .await
-        .expect("observer never subscribed")
-        .unwrap();
-    rx
-}
-
-fn handler_step(name: &str, handler: &str, args: &[&str]) -> Value {
-    json!({"action": {"name": name, "type": "runHandler",
-        "input": {"handler": handler, "args": args, "path": "default"}}})
-}
-
-fn doc(steps: Vec<Value>) -> Value {
-    json!({"version": "1.0", "steps": steps})
-}
-
-/// Waits until `pred` holds, polling; panics after [`WAIT`].
-async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// True when no process with this pid is alive (a zombie waiting for init counts as gone).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
-}
-
-fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 //! `daemon` runs real `iotjobsd` devices against a service on a manual clock.
 #![cfg(feature = "local")]
 
+mod common;
+
 #[path = "lifecycle/core.rs"]
 mod core;
 

@@ -9,17 +9,6 @@ use iotjobs::mqtt::{self, ConnectionState, MqttEvent, MqttSettings};
 
 const NOTIFY_NEXT: &str = "$aws/things/T/jobs/notify-next";
 
-async fn connected(events: &mut tokio::sync::broadcast::Receiver<MqttEvent>) -> bool {
-    match next_matching(events, "Connected", |e| {
-        matches!(e, MqttEvent::Connected { .. })
-    })
-    .await
-    {
-        MqttEvent::Connected { session_present } => session_present,
-        _ => unreachable!(),
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn mutual_tls_subscribe_publish_and_reconnect_after_broker_restart() {
     if !have_mosquitto() {
@@ -121,20 +110,7 @@ async fn wrong_root_ca_gives_a_clear_error_and_no_connection() {
 
     let cfg = device_config(&ca, dir.path(), "T-wrong-ca", broker.port, &wrong);
     let (device, _task) = mqtt::spawn(MqttSettings::from_config(&cfg).unwrap());
-    let mut state = device.state();
-    let reason = tokio::time::timeout(WAIT, async {
-        loop {
-            if let ConnectionState::Waiting { reason, .. } = &*state.borrow_and_update() {
-                if reason.starts_with("TLS") {
-                    return reason.clone();
-                }
-                eprintln!("not the TLS failure yet: {reason}");
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("a failed attempt");
+    let reason = failed_attempt(&device, |r| r.starts_with("TLS")).await;
     assert_eq!(
         reason,
         format!(

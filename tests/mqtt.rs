@@ -11,17 +11,6 @@ use iotjobs::mqtt::{self, ConnectionState, MqttError, MqttEvent, MqttHandle, Mqt
 
 const NOTIFY_NEXT: &str = "$aws/things/T/jobs/notify-next";
 
-async fn connected(events: &mut tokio::sync::broadcast::Receiver<MqttEvent>) -> bool {
-    match next_matching(events, "Connected", |e| {
-        matches!(e, MqttEvent::Connected { .. })
-    })
-    .await
-    {
-        MqttEvent::Connected { session_present } => session_present,
-        _ => unreachable!(),
-    }
-}
-
 struct Setup {
     dir: tempfile::TempDir,
     ca: TestCa,
@@ -217,17 +206,7 @@ async fn wrong_root_ca_is_reported_and_never_connects() {
     let cfg = device_config(&s.ca, s.dir.path(), "T", port, &wrong_ca);
     let (device, _task) = mqtt::spawn(MqttSettings::from_config(&cfg).unwrap());
 
-    let mut state = device.state();
-    let reason = tokio::time::timeout(WAIT, async {
-        loop {
-            if let ConnectionState::Waiting { reason, .. } = &*state.borrow_and_update() {
-                return reason.clone();
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("a failed attempt");
+    let reason = failed_attempt(&device, |_| true).await;
     assert_eq!(
         reason,
         format!(
@@ -253,17 +232,7 @@ async fn a_device_certificate_from_another_ca_is_refused_by_the_broker() {
     let rogue = TestCa::new();
     let cfg = device_config(&rogue, s.dir.path(), "T", port, &s.ca_path);
     let (device, _task) = mqtt::spawn(MqttSettings::from_config(&cfg).unwrap());
-    let mut state = device.state();
-    let reason = tokio::time::timeout(WAIT, async {
-        loop {
-            if let ConnectionState::Waiting { reason, .. } = &*state.borrow_and_update() {
-                return reason.clone();
-            }
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("a failed attempt");
+    let reason = failed_attempt(&device, |_| true).await;
     eprintln!("reported: {reason}");
     assert!(
         reason.contains(&format!("localhost:{port}")) && reason.contains("mqtt.cert"),
@@ -473,6 +442,34 @@ mod scripted {
     }
 }
 
+/// A log writer that signals `tx` for every line containing `needle`: a test waits for
+/// what a task did (it logs it) instead of guessing when it ran.
+#[derive(Clone)]
+struct LogSignal {
+    needle: &'static str,
+    tx: std::sync::mpsc::Sender<()>,
+}
+
+impl std::io::Write for LogSignal {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The fmt layer writes each event as one line in one call.
+        if String::from_utf8_lossy(buf).contains(self.needle) {
+            let _ = self.tx.send(());
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSignal {
+    type Writer = LogSignal;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 /// Regression: the daemon sent DISCONNECT and closed its socket while the broker still
 /// owed it a SUBACK (SIGTERM during the subscription made on connect). The SUBACK then
 /// hit a closed socket and drew a TCP reset, and mosquitto < 2.0.22, which fails that
@@ -496,8 +493,9 @@ async fn disconnect_waits_for_owed_acks_so_the_broker_sees_a_clean_close() {
         let (subscribe, body) = scripted::read_packet(&mut tls);
         assert_eq!(subscribe, 0x82, "SUBSCRIBE after CONNACK");
         subscribed_tx.send(()).unwrap();
-        // The SUBACK is held back until the client has been asked to stop.
-        go.recv_timeout(WAIT).unwrap();
+        // The SUBACK is held back until the client has taken the request to stop.
+        go.recv_timeout(WAIT)
+            .expect("the client never logged that it is disconnecting");
         let sent = tls
             .write_all(&scripted::suback_for(&body))
             .and_then(|()| tls.flush());
@@ -512,14 +510,20 @@ async fn disconnect_waits_for_owed_acks_so_the_broker_sees_a_clean_close() {
         .await
         .unwrap()
         .unwrap();
-    let stop = tokio::spawn(async move { device.disconnect().await });
-    // This runtime has one thread: yielding lets the connection task take the request
-    // before the broker is told to send the SUBACK.
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-    go_tx.send(()).unwrap();
-    tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
+    // The broker sends the SUBACK only once the connection task has taken the stop
+    // request (it logs that it is disconnecting), so the request is always pending
+    // with a SUBACK owed. The test runtime has one thread: the task logs on this one.
+    let logs = tracing_subscriber::fmt()
+        .with_writer(LogSignal {
+            needle: "disconnecting from the MQTT broker",
+            tx: go_tx,
+        })
+        .with_ansi(false)
+        .finish();
+    let _logs = tracing::subscriber::set_default(logs);
+    tokio::time::timeout(WAIT, device.disconnect())
+        .await
+        .unwrap();
     let (suback_error, next, after, error) = tokio::task::spawn_blocking(move || broker.join())
         .await
         .unwrap()

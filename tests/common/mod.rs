@@ -1,6 +1,10 @@
 //! Test helpers shared by the MQTT, mosquitto and daemon tests: a throw-away PKI made
 //! with rcgen, device configuration, and a mosquitto started on a free loopback port.
+//! `device` and `jobs_service` run a real `iotjobsd` against iotjobs-local's Jobs service.
 #![allow(dead_code)] // each test crate uses a different subset
+
+pub mod device;
+pub mod jobs_service;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use iotjobs::config::MqttConfig;
 use iotjobs::local::pki::{IssuedCert, Pki};
+use iotjobs::mqtt::{ConnectionState, MqttEvent, MqttHandle};
 
 /// Generous upper bound for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -109,6 +114,36 @@ pub async fn next_matching<T: Clone, F: FnMut(&T) -> bool>(
             Err(_) => panic!("timed out waiting for {what}"),
         }
     }
+}
+
+/// Waits for the connection's next `Connected` event; whether the session was resumed.
+pub async fn connected(events: &mut tokio::sync::broadcast::Receiver<MqttEvent>) -> bool {
+    match next_matching(events, "Connected", |e| {
+        matches!(e, MqttEvent::Connected { .. })
+    })
+    .await
+    {
+        MqttEvent::Connected { session_present } => session_present,
+        _ => unreachable!(),
+    }
+}
+
+/// Waits for a failed connection attempt whose reason `wanted` accepts; that reason.
+pub async fn failed_attempt(device: &MqttHandle, wanted: impl Fn(&str) -> bool) -> String {
+    let mut state = device.state();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let ConnectionState::Waiting { reason, .. } = &*state.borrow_and_update() {
+                if wanted(reason) {
+                    return reason.clone();
+                }
+                eprintln!("not the failure waited for yet: {reason}");
+            }
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("a failed attempt")
 }
 
 pub fn mosquitto_path() -> Option<PathBuf> {

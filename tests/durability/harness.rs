@@ -3,191 +3,73 @@
 //! that tests kill (-9), stop (SIGTERM) and start again over the same state directory.
 #![allow(dead_code)] // the soak test and the acceptance tests use different parts
 
-use std::os::unix::fs::PermissionsExt;
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use iotjobs::local::broker::{Broker, BrokerConfig, BrokerHandle};
-use iotjobs::local::clock::SystemClock;
-use iotjobs::local::pki::{Pki, SERVICE_IDENTITY};
-use iotjobs::local::service::task::{self, BrokerConnection, Command as Svc, ServiceHandle};
-use iotjobs::local::service::{JobsService, NewJob, NewThing, ServiceConfig};
-use iotjobs::local::store::Store;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use common::device::{Device, DeviceOptions, DAEMON_WAIT};
+use common::jobs_service::InProcessService;
+use iotjobs::local::service::task::ServiceHandle;
+use serde_json::Value;
+
+pub use common::device::eventually;
+pub use common::jobs_service::{doc, handler_step};
 
 /// Generous upper bound for anything a test waits for; never an expected duration.
-pub const WAIT: Duration = Duration::from_secs(60);
-const BIN: &str = env!("CARGO_BIN_EXE_iotjobsd");
+pub const WAIT: Duration = DAEMON_WAIT;
 pub const THING: &str = "gateway-1";
 pub const TERMINAL: &[&str] = &["SUCCEEDED", "FAILED", "REJECTED"];
 
 pub struct Stack {
-    pub dir: tempfile::TempDir,
+    device: Device,
+    jobs: InProcessService,
     pub service: ServiceHandle,
-    shutdown: CancellationToken,
-    observed: mpsc::UnboundedReceiver<(String, Value)>,
     /// Every update request and reply seen so far: (job id, topic suffix, payload).
     pub seen: Vec<(String, String, Value)>,
-    daemon: Option<Child>,
-    pki: Pki,
-    broker: Option<BrokerHandle>,
-    broker_addr: std::net::SocketAddr,
-    config: PathBuf,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
-        self.shutdown.cancel();
-    }
 }
 
 impl Stack {
     /// Service, broker, observer and the daemon's files (no daemon yet). `jobs` holds
     /// extra lines for the daemon's `[jobs]` section.
     pub async fn start(jobs: &str) -> Stack {
-        let pki = Pki::ephemeral().unwrap();
-        let broker = Broker::start(BrokerConfig::from_pki(&pki).unwrap().on_free_port())
-            .await
-            .unwrap();
-        let broker_addr = broker.tls_addr().unwrap();
-        let port = broker_addr.port();
-        let shutdown = CancellationToken::new();
-        let tls = pki
-            .client_tls_config(&pki.issue_service_cert().unwrap())
-            .unwrap();
-        let mut svc = task::spawn(
-            JobsService::new(Store::open_in_memory().unwrap(), ServiceConfig::default()),
-            Arc::new(SystemClock),
-            Some(BrokerConnection {
-                host: "127.0.0.1".into(),
-                port,
-                client_id: SERVICE_IDENTITY.into(),
-                tls: Some(tls.clone()),
-            }),
-            shutdown.clone(),
+        let service = InProcessService::start(THING).await;
+        let device = Device::create(
+            &service.pki,
+            service.port(),
+            THING,
+            &DeviceOptions {
+                reconnect_max_secs: 1,
+                jobs: jobs.into(),
+                log_rotation: Some("never"),
+                boot_id: true,
+                ..Default::default()
+            },
         );
-        tokio::time::timeout(WAIT, svc.subscribed.wait_for(|s| *s))
-            .await
-            .expect("service never subscribed")
-            .unwrap();
-        let service = svc.handle.clone();
-        service
-            .request(|r| {
-                Svc::CreateThing(
-                    NewThing {
-                        name: THING.into(),
-                        ..Default::default()
-                    },
-                    r,
-                )
-            })
-            .await
-            .unwrap();
-        let observed = observe(port, tls).await;
-
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for sub in ["handlers", "state", "run"] {
-            std::fs::create_dir_all(root.join(sub)).unwrap();
-            std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(0o755))
-                .unwrap();
-        }
-        std::fs::write(root.join("boot_id"), "boot-1\n").unwrap();
-        let bundle = pki.write_device_bundle(root.join("pki"), THING).unwrap();
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[mqtt]
-endpoint = "localhost"
-port = {port}
-thing_name = "{THING}"
-cert = "{cert}"
-key = "{key}"
-root_ca = "{ca}"
-reconnect_min_secs = 1
-reconnect_max_secs = 1
-
-[jobs]
-handler_dir = "{root}/handlers"
-kill_grace_secs = 1
-{jobs}
-
-[log]
-file = "{root}/iotjobsd.log"
-level = "debug"
-rotation = "never"
-
-[paths]
-state_dir = "{root}/state"
-runtime_dir = "{root}/run"
-boot_id_file = "{root}/boot_id"
-"#,
-                cert = bundle.cert_path.display(),
-                key = bundle.key_path.display(),
-                ca = bundle.root_ca_path.display(),
-                root = root.display(),
-            ),
-        )
-        .unwrap();
         Stack {
-            dir,
-            service,
-            shutdown,
-            observed,
+            device,
+            service: service.service.clone(),
+            jobs: service,
             seen: Vec::new(),
-            daemon: None,
-            pki,
-            broker: Some(broker),
-            broker_addr,
-            config,
         }
     }
 
     /// Starts `iotjobsd`, optionally with a test failpoint.
     pub fn spawn_daemon(&mut self, failpoint: Option<&str>) {
-        assert!(self.daemon.is_none(), "a daemon is already running");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .env("IOTJOBSD_CONFIG_DIR", self.root())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUST_LOG")
-            .env_remove("IOTJOBS_TEST_FAILPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(failpoint) = failpoint {
-            cmd.env("IOTJOBS_TEST_FAILPOINT", failpoint);
-        }
-        self.daemon = Some(cmd.spawn().unwrap());
+        self.device.spawn(failpoint);
     }
 
     /// `kill -9` of the daemon.
     pub fn kill_daemon(&mut self) {
-        let mut daemon = self.daemon.take().expect("no daemon");
-        let _ = daemon.kill();
-        let _ = daemon.wait();
+        assert!(self.device.is_running(), "no daemon");
+        self.device.kill();
     }
 
     /// Sends SIGTERM without waiting.
     pub fn sigterm(&self) {
-        let pid = self.daemon.as_ref().expect("no daemon").id() as i32;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        self.device.sigterm();
     }
 
     /// SIGTERM; returns the exit status.
@@ -198,47 +80,28 @@ boot_id_file = "{root}/boot_id"
 
     /// Waits for the daemon to exit on its own (a failpoint, a SIGTERM sent elsewhere).
     pub async fn daemon_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let daemon = self.daemon.as_mut().expect("no daemon");
-            if let Some(status) = daemon.try_wait().unwrap() {
-                self.daemon = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.device.wait_exit().await
     }
 
     pub async fn stop_broker(&mut self) {
-        if let Some(broker) = self.broker.take() {
-            broker.shutdown().await;
-        }
+        self.jobs.stop_broker().await;
     }
 
     /// A fresh broker on the same address (no session survives).
     pub async fn restart_broker(&mut self) {
-        let mut cfg = BrokerConfig::from_pki(&self.pki).unwrap();
-        cfg.tls_addr = Some(self.broker_addr);
-        self.broker = Some(Broker::start(cfg).await.unwrap());
+        self.jobs.restart_broker().await;
     }
 
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        self.device.root()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.root().join(name)
+        self.device.path(name)
     }
 
     pub fn handler(&self, name: &str, body: &str) {
-        let path = self.root().join("handlers").join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.device.handler(name, body);
     }
 
     /// `append.sh WORD`: appends WORD to the `runs` file (what ran, in order).
@@ -259,22 +122,13 @@ boot_id_file = "{root}/boot_id"
     }
 
     pub async fn create_job(&self, job_id: &str, document: Value) {
-        let job = NewJob {
-            job_id: job_id.into(),
-            targets: vec![format!("arn:aws:iot:us-east-1:123456789012:thing/{THING}")],
-            document: document.to_string(),
-            ..Default::default()
-        };
-        self.service
-            .request(|r| Svc::CreateJob(Box::new(job), r))
-            .await
-            .unwrap();
+        self.jobs.create_job(job_id, document).await;
     }
 
     /// Moves what the observer saw so far into `seen`.
     pub fn drain(&mut self) {
         let prefix = format!("$aws/things/{THING}/jobs/");
-        while let Ok((topic, payload)) = self.observed.try_recv() {
+        while let Ok((topic, payload)) = self.jobs.observed.try_recv() {
             if let Some((job, suffix)) = topic
                 .strip_prefix(&prefix)
                 .and_then(|rest| rest.split_once('/'))
@@ -324,16 +178,7 @@ boot_id_file = "{root}/boot_id"
 
     /// The service's record of the execution: status and statusDetails.
     pub async fn service_execution(&self, job_id: &str) -> (String, Value) {
-        let record = self
-            .service
-            .request(|r| Svc::DescribeJobExecution {
-                job_id: job_id.into(),
-                thing: THING.into(),
-                execution_number: None,
-                reply: r,
-            })
-            .await
-            .unwrap();
+        let record = self.jobs.execution(job_id).await;
         (
             record.status().as_str().to_string(),
             serde_json::to_value(&record.exec.status_details).unwrap(),
@@ -347,68 +192,6 @@ boot_id_file = "{root}/boot_id"
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.path("iotjobsd.log")).unwrap_or_default()
-    }
-}
-
-/// An observer on every update request and reply of the thing; it subscribes again
-/// after every reconnect (a restarted broker keeps no session).
-async fn observe(
-    port: u16,
-    tls: Arc<rustls::ClientConfig>,
-) -> mpsc::UnboundedReceiver<(String, Value)> {
-    let mut opts = MqttOptions::new(format!("{SERVICE_IDENTITY}/observer"), "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(512 * 1024, 512 * 1024);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    let filter = format!("$aws/things/{THING}/jobs/+/update/#");
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let payload = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    if tx.send((p.topic, payload)).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::timeout(WAIT, subscribed_rx)
-        .await
-        .expect("observer never subscribed")
-        .unwrap();
-    rx
-}
-
-pub fn handler_step(name: &str, handler: &str, args: &[&str]) -> Value {
-    json!({"action": {"name": name, "type": "runHandler",
-        "input": {"handler": handler, "args": args, "path": "default"}}})
-}
-
-pub fn doc(steps: Vec<Value>) -> Value {
-    json!({"version": "1.0", "steps": steps})
-}
-
-/// Waits until `pred` holds, polling; panics after [`WAIT`].
-pub async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.device.log()
     }
 }

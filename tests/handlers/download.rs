@@ -2,8 +2,9 @@
 
 use std::fs;
 use std::net::TcpListener;
+use std::path::Path;
 
-use crate::harness::{which, Sandbox};
+use crate::harness::{which, Run, Sandbox};
 use crate::http_server::{Request, Route, Server};
 
 /// 200 KiB of varied bytes, so a misplaced resume would show.
@@ -41,6 +42,37 @@ fn transfers(server: &Server, path: &str, tool: &str) -> Vec<Request> {
     g
 }
 
+/// `payload()`, served whole.
+fn payload_route() -> Route {
+    Route {
+        body: payload(),
+        ..Route::default()
+    }
+}
+
+/// `payload()`, with the first download attempt of `tool` cut after `at` bytes.
+fn cut_route(tool: &str, at: usize) -> Route {
+    Route {
+        cut_gets: cuts(tool),
+        cut_at: at,
+        ..payload_route()
+    }
+}
+
+/// A server with `route` at `path`.
+fn serve(path: &str, route: Route) -> Server {
+    let server = Server::start();
+    server.route(path, route);
+    server
+}
+
+/// `download-file.sh "" URL DEST [more...]` (no runAsUser).
+fn download(sb: &Sandbox, url: &str, dest: &Path, more: &[&str]) -> Run {
+    let mut args = vec!["", url, dest.to_str().unwrap()];
+    args.extend_from_slice(more);
+    sb.run("download-file.sh", &args)
+}
+
 /// Sandboxes for each downloader: curl only, GNU wget only, and BusyBox's wget when this
 /// machine has busybox (small gateways often have nothing else).
 fn downloaders() -> Vec<(&'static str, Sandbox)> {
@@ -71,19 +103,9 @@ fn cuts(tool: &str) -> usize {
 #[test]
 fn full_download_with_curl_or_wget_checks_size_first_and_renames_atomically() {
     for (tool, sb) in downloaders() {
-        let server = Server::start();
-        server.route(
-            "/fw.bin",
-            Route {
-                body: payload(),
-                ..Route::default()
-            },
-        );
+        let server = serve("/fw.bin", payload_route());
         let dest = sb.path("out/nested/fw.bin");
-        let r = sb.run(
-            "download-file.sh",
-            &["", &server.url("/fw.bin"), dest.to_str().unwrap()],
-        );
+        let r = download(&sb, &server.url("/fw.bin"), &dest, &[]);
         r.expect(0);
         assert_eq!(fs::read(&dest).unwrap(), payload(), "{tool}");
         assert!(!sb.path("out/nested/fw.bin.part").exists(), "{tool}");
@@ -112,21 +134,9 @@ fn full_download_with_curl_or_wget_checks_size_first_and_renames_atomically() {
 #[test]
 fn an_interrupted_transfer_is_resumed_within_the_run() {
     for (tool, sb) in downloaders() {
-        let server = Server::start();
-        server.route(
-            "/fw.bin",
-            Route {
-                body: payload(),
-                cut_gets: cuts(tool),
-                cut_at: 70_000,
-                ..Route::default()
-            },
-        );
+        let server = serve("/fw.bin", cut_route(tool, 70_000));
         let dest = sb.path("fw.bin");
-        let r = sb.run(
-            "download-file.sh",
-            &["", &server.url("/fw.bin"), dest.to_str().unwrap()],
-        );
+        let r = download(&sb, &server.url("/fw.bin"), &dest, &[]);
         r.expect(0);
         assert_eq!(fs::read(&dest).unwrap(), payload(), "{tool}");
         let g = transfers(&server, "/fw.bin", tool);
@@ -144,16 +154,7 @@ fn an_interrupted_transfer_is_resumed_within_the_run() {
 fn an_interrupted_download_keeps_its_partial_file_and_the_next_run_resumes() {
     for (tool, mut sb) in downloaders() {
         sb.env("IOTJOBS_DOWNLOAD_ATTEMPTS", "1");
-        let server = Server::start();
-        server.route(
-            "/fw.bin",
-            Route {
-                body: payload(),
-                cut_gets: cuts(tool),
-                cut_at: 50_000,
-                ..Route::default()
-            },
-        );
+        let server = serve("/fw.bin", cut_route(tool, 50_000));
         let dest = sb.path("fw.bin");
         let args = ["", &server.url("/fw.bin"), dest.to_str().unwrap()];
         let r = sb.run("download-file.sh", &args);
@@ -186,22 +187,12 @@ fn an_interrupted_download_keeps_its_partial_file_and_the_next_run_resumes() {
 #[test]
 fn checksum_is_verified_and_a_mismatch_leaves_the_destination_untouched() {
     let sb = Sandbox::with_tools(&["curl"]);
-    let server = Server::start();
-    server.route(
-        "/fw.bin",
-        Route {
-            body: payload(),
-            ..Route::default()
-        },
-    );
+    let server = serve("/fw.bin", payload_route());
     let dest = sb.path("fw.bin");
     fs::write(&dest, b"previous version").unwrap();
     let url = server.url("/fw.bin");
     let wrong = "0".repeat(64);
-    let r = sb.run(
-        "download-file.sh",
-        &["", &url, dest.to_str().unwrap(), &wrong],
-    );
+    let r = download(&sb, &url, &dest, &[&wrong]);
     r.expect(12);
     assert!(r.stderr.contains("checksum mismatch"), "{}", r.stderr);
     assert_eq!(fs::read(&dest).unwrap(), b"previous version");
@@ -209,10 +200,7 @@ fn checksum_is_verified_and_a_mismatch_leaves_the_destination_untouched() {
 
     // Upper-case digits are accepted.
     let right = sha256(&payload()).to_uppercase();
-    let r = sb.run(
-        "download-file.sh",
-        &["", &url, dest.to_str().unwrap(), &right],
-    );
+    let r = download(&sb, &url, &dest, &[&right]);
     r.expect(0);
     assert!(r.stdout.contains("sha256 verified"), "{}", r.stdout);
     assert_eq!(fs::read(&dest).unwrap(), payload());
@@ -223,10 +211,7 @@ fn http_404_is_a_clear_error_with_exit_10() {
     for (tool, sb) in downloaders() {
         let server = Server::start();
         let dest = sb.path("missing.bin");
-        let r = sb.run(
-            "download-file.sh",
-            &["", &server.url("/missing.bin"), dest.to_str().unwrap()],
-        );
+        let r = download(&sb, &server.url("/missing.bin"), &dest, &[]);
         r.expect(10);
         assert!(r.stderr.contains("HTTP error"), "{tool}: {}", r.stderr);
         assert!(r.stderr.contains("404"), "{tool}: {}", r.stderr);
@@ -244,7 +229,7 @@ fn a_refused_connection_is_exit_11() {
     for (tool, sb) in downloaders() {
         let dest = sb.path("x.bin");
         let url = format!("http://127.0.0.1:{port}/x.bin");
-        let r = sb.run("download-file.sh", &["", &url, dest.to_str().unwrap()]);
+        let r = download(&sb, &url, &dest, &[]);
         r.expect(11);
         assert!(
             r.stderr.contains("DNS or connection failure"),
@@ -257,8 +242,7 @@ fn a_refused_connection_is_exit_11() {
 #[test]
 fn not_enough_disk_space_is_exit_13_before_any_transfer() {
     let sb = Sandbox::with_tools(&["curl"]);
-    let server = Server::start();
-    server.route(
+    let server = serve(
         "/huge.img",
         Route {
             body: b"tiny".to_vec(),
@@ -267,10 +251,7 @@ fn not_enough_disk_space_is_exit_13_before_any_transfer() {
         },
     );
     let dest = sb.path("huge.img");
-    let r = sb.run(
-        "download-file.sh",
-        &["", &server.url("/huge.img"), dest.to_str().unwrap()],
-    );
+    let r = download(&sb, &server.url("/huge.img"), &dest, &[]);
     r.expect(13);
     assert!(r.stderr.contains("not enough disk space"), "{}", r.stderr);
     assert!(
@@ -283,24 +264,11 @@ fn not_enough_disk_space_is_exit_13_before_any_transfer() {
 #[test]
 fn a_directory_destination_takes_the_file_name_from_the_url() {
     let sb = Sandbox::with_tools(&["curl"]);
-    let server = Server::start();
-    server.route(
-        "/pkg.deb",
-        Route {
-            body: payload(),
-            ..Route::default()
-        },
-    );
+    let server = serve("/pkg.deb", payload_route());
     let dir = sb.path("downloads");
     let url = format!("{}?token=abc", server.url("/pkg.deb"));
     // The server sees the query string as part of the path.
-    server.route(
-        "/pkg.deb?token=abc",
-        Route {
-            body: payload(),
-            ..Route::default()
-        },
-    );
+    server.route("/pkg.deb?token=abc", payload_route());
     sb.run(
         "download-file.sh",
         &["", &url, &format!("{}/", dir.display())],
@@ -317,11 +285,7 @@ fn file_urls_are_copied_without_curl_or_wget() {
     let dest = sb.path("out/copy.bin");
     let url = format!("file://{}", src.display());
     let sha = sha256(&payload());
-    sb.run(
-        "download-file.sh",
-        &["", &url, dest.to_str().unwrap(), &sha],
-    )
-    .expect(0);
+    download(&sb, &url, &dest, &[&sha]).expect(0);
     assert_eq!(fs::read(&dest).unwrap(), payload());
 
     let r = sb.run(
@@ -352,15 +316,11 @@ fn http_without_curl_or_wget_is_exit_3() {
 fn a_server_without_range_support_makes_the_download_start_over() {
     for (tool, mut sb) in downloaders() {
         sb.env("IOTJOBS_DOWNLOAD_ATTEMPTS", "1");
-        let server = Server::start();
-        server.route(
+        let server = serve(
             "/fw.bin",
             Route {
-                body: payload(),
-                cut_gets: cuts(tool),
-                cut_at: 40_000,
                 no_range: true,
-                ..Route::default()
+                ..cut_route(tool, 40_000)
             },
         );
         let dest = sb.path("fw.bin");
@@ -376,14 +336,7 @@ fn a_server_without_range_support_makes_the_download_start_over() {
 #[test]
 fn a_complete_partial_file_is_not_downloaded_again_and_a_bigger_one_is_discarded() {
     let sb = Sandbox::with_tools(&["curl"]);
-    let server = Server::start();
-    server.route(
-        "/fw.bin",
-        Route {
-            body: payload(),
-            ..Route::default()
-        },
-    );
+    let server = serve("/fw.bin", payload_route());
     let dest = sb.path("fw.bin");
     let args = ["", &server.url("/fw.bin"), dest.to_str().unwrap()];
 

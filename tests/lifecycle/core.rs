@@ -31,6 +31,34 @@ pub fn group_arn(g: &str) -> String {
     format!("arn:aws:iot:us-east-1:123456789012:thinggroup/{g}")
 }
 
+/// A thing with nothing but its name.
+fn new_thing(name: &str) -> NewThing {
+    NewThing {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+/// A job `id` for the group `fleet` with `document` and `configs` (the job's
+/// scheduling, rollout, abort, timeout and retry settings in AWS's JSON).
+fn fleet_job(id: &str, document: &str, configs: Value) -> NewJob {
+    NewJob {
+        job_id: id.into(),
+        targets: vec![group_arn("fleet")],
+        document: document.into(),
+        configs: serde_json::from_value::<JobConfigs>(configs).unwrap(),
+        ..Default::default()
+    }
+}
+
+/// A continuous job for the group `fleet` (empty document).
+fn continuous_job(id: &str, configs: Value) -> NewJob {
+    NewJob {
+        target_selection: TargetSelection::Continuous,
+        ..fleet_job(id, "{}", configs)
+    }
+}
+
 impl Fleet {
     /// `n` things `t00`, `t01`, ... in the group `fleet`.
     pub fn new(n: usize, now: Timestamp) -> Fleet {
@@ -45,27 +73,21 @@ impl Fleet {
         .unwrap();
         let things: Vec<String> = (0..n).map(|i| format!("t{i:02}")).collect();
         for th in &things {
-            svc.create_thing(
-                now,
-                NewThing {
-                    name: th.clone(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            svc.create_thing(now, new_thing(th)).unwrap();
             svc.add_thing_to_thing_group(now, "fleet", th).unwrap();
         }
         Fleet { svc, things }
     }
 
+    /// A fleet of `n` things (see [`Fleet::new`]) with the job `id` created at `now`.
+    pub fn with_job(n: usize, now: Timestamp, id: &str, configs: Value) -> Fleet {
+        let mut f = Fleet::new(n, now);
+        f.create(now, id, configs);
+        f
+    }
+
     pub fn create(&mut self, now: Timestamp, id: &str, configs: Value) -> Vec<Outbound> {
-        let job = NewJob {
-            job_id: id.into(),
-            targets: vec![group_arn("fleet")],
-            document: json!({"operation": "x"}).to_string(),
-            configs: serde_json::from_value::<JobConfigs>(configs).unwrap(),
-            ..Default::default()
-        };
+        let job = fleet_job(id, &json!({"operation": "x"}).to_string(), configs);
         self.svc.create_job(now, job).unwrap().messages
     }
 
@@ -111,6 +133,11 @@ impl Fleet {
             .map(|r| r.status())
     }
 
+    /// Every thing's status for `job`, in the order of `things`.
+    pub fn statuses(&self, job: &str) -> Vec<Option<S>> {
+        self.things.iter().map(|th| self.status(job, th)).collect()
+    }
+
     pub fn job_status(&self, job: &str) -> JobStatus {
         self.svc.describe_job(job).unwrap().job.status
     }
@@ -131,8 +158,8 @@ pub fn notified(msgs: &[Outbound], job: &str) -> Vec<String> {
 /// in the rollout queue, then the end time passes.
 fn ended_fleet(behavior: &str) -> Fleet {
     let now = t("2030-01-01T09:00");
-    let mut f = Fleet::new(6, now);
-    f.create(
+    let mut f = Fleet::with_job(
+        6,
         now,
         "j",
         json!({
@@ -154,12 +181,7 @@ fn ended_fleet(behavior: &str) -> Fleet {
 #[test]
 fn end_behavior_stop_rollout_keeps_queued_and_running_executions() {
     let mut f = ended_fleet("STOP_ROLLOUT");
-    let st: Vec<_> = f
-        .things
-        .clone()
-        .iter()
-        .map(|th| f.status("j", th))
-        .collect();
+    let st = f.statuses("j");
     assert_eq!(
         st,
         [
@@ -186,12 +208,7 @@ fn end_behavior_stop_rollout_keeps_queued_and_running_executions() {
 #[test]
 fn end_behavior_cancel_cancels_queued_and_lets_running_ones_finish() {
     let mut f = ended_fleet("CANCEL");
-    let st: Vec<_> = f
-        .things
-        .clone()
-        .iter()
-        .map(|th| f.status("j", th))
-        .collect();
+    let st = f.statuses("j");
     assert_eq!(
         st,
         [
@@ -213,12 +230,7 @@ fn end_behavior_cancel_cancels_queued_and_lets_running_ones_finish() {
 #[test]
 fn end_behavior_force_cancel_cancels_running_executions_too() {
     let mut f = ended_fleet("FORCE_CANCEL");
-    let st: Vec<_> = f
-        .things
-        .clone()
-        .iter()
-        .map(|th| f.status("j", th))
-        .collect();
+    let st = f.statuses("j");
     assert_eq!(
         st,
         [
@@ -365,8 +377,8 @@ fn exponential_rate_on_succeeded_things_waits_for_successes() {
 #[test]
 fn abort_cancels_the_job_when_failures_cross_the_threshold() {
     let now = t("2030-01-01T00:00");
-    let mut f = Fleet::new(50, now);
-    f.create(
+    let mut f = Fleet::with_job(
+        50,
         now,
         "a",
         json!({"abortConfig": {"criteriaList": [{"failureType": "FAILED", "action": "CANCEL",
@@ -409,8 +421,8 @@ fn abort_cancels_the_job_when_failures_cross_the_threshold() {
 #[test]
 fn a_silent_step_times_out_and_is_retried_with_new_execution_numbers() {
     let now = t("2030-01-01T00:00");
-    let mut f = Fleet::new(1, now);
-    f.create(
+    let mut f = Fleet::with_job(
+        1,
         now,
         "tr",
         json!({"timeoutConfig": {"inProgressTimeoutInMinutes": 10},
@@ -469,8 +481,8 @@ fn a_silent_step_times_out_and_is_retried_with_new_execution_numbers() {
 #[test]
 fn the_in_progress_timer_wins_when_it_is_earlier() {
     let now = t("2030-01-01T00:00");
-    let mut f = Fleet::new(1, now);
-    f.create(
+    let mut f = Fleet::with_job(
+        1,
         now,
         "ip",
         json!({"timeoutConfig": {"inProgressTimeoutInMinutes": 3}}),
@@ -487,8 +499,8 @@ fn the_in_progress_timer_wins_when_it_is_earlier() {
 #[test]
 fn failed_executions_are_retried_and_rejected_ones_are_not() {
     let now = t("2030-01-01T00:00");
-    let mut f = Fleet::new(2, now);
-    f.create(
+    let mut f = Fleet::with_job(
+        2,
         now,
         "rf",
         json!({"jobExecutionsRetryConfig": {"criteriaList": [{"failureType": "ALL", "numberOfRetries": 1}]}}),
@@ -535,13 +547,7 @@ fn a_scheduled_job_waits_then_starts_and_tick_is_idempotent() {
 fn a_start_time_in_the_past_is_refused_and_the_lead_time_is_configurable() {
     let now = t("2030-01-01T09:00");
     let mut f = Fleet::new(1, now);
-    let job = |start: &str| NewJob {
-        job_id: "p".into(),
-        targets: vec![group_arn("fleet")],
-        document: "{}".into(),
-        configs: serde_json::from_value(json!({"schedulingConfig": {"startTime": start}})).unwrap(),
-        ..Default::default()
-    };
+    let job = |start: &str| fleet_job("p", "{}", json!({"schedulingConfig": {"startTime": start}}));
     assert!(f.svc.create_job(now, job("2030-01-01T08:59")).is_err());
     let mut strict = JobsService::new(
         Store::open_in_memory().unwrap(),
@@ -550,15 +556,7 @@ fn a_start_time_in_the_past_is_refused_and_the_lead_time_is_configurable() {
             ..Default::default()
         },
     );
-    strict
-        .create_thing(
-            now,
-            NewThing {
-                name: "t00".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    strict.create_thing(now, new_thing("t00")).unwrap();
     let mut j = job("2030-01-01T09:10");
     j.targets = vec![thing_arn("t00")];
     let e = strict.create_job(now, j).unwrap_err();
@@ -569,28 +567,16 @@ fn a_start_time_in_the_past_is_refused_and_the_lead_time_is_configurable() {
 fn continuous_jobs_reach_later_members_only_inside_the_schedule() {
     let now = t("2030-01-01T00:00");
     let mut f = Fleet::new(2, now);
-    let job = NewJob {
-        job_id: "c".into(),
-        targets: vec![group_arn("fleet")],
-        document: "{}".into(),
-        target_selection: TargetSelection::Continuous,
-        configs: serde_json::from_value(json!({
+    let job = continuous_job(
+        "c",
+        json!({
             "schedulingConfig": {"startTime": "2030-01-01T01:00", "endTime": "2030-01-01T05:00",
                 "maintenanceWindows": [{"startTime": "cron(0 2 * * ? *)", "durationInMinutes": 60}]},
-            "jobExecutionsRolloutConfig": {"maximumPerMinute": 1}})).unwrap(),
-        ..Default::default()
-    };
+            "jobExecutionsRolloutConfig": {"maximumPerMinute": 1}}),
+    );
     f.svc.create_job(now, job).unwrap();
     let add = |f: &mut Fleet, at: Timestamp, name: &str| {
-        f.svc
-            .create_thing(
-                at,
-                NewThing {
-                    name: name.into(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        f.svc.create_thing(at, new_thing(name)).unwrap();
         f.svc
             .add_thing_to_thing_group(at, "fleet", name)
             .unwrap()
@@ -627,8 +613,8 @@ fn continuous_jobs_reach_later_members_only_inside_the_schedule() {
 #[test]
 fn cancel_job_drops_the_rollout_queue() {
     let now = t("2030-01-01T00:00");
-    let mut f = Fleet::new(5, now);
-    f.create(
+    let mut f = Fleet::with_job(
+        5,
         now,
         "q",
         json!({"jobExecutionsRolloutConfig": {"maximumPerMinute": 2}}),
@@ -644,8 +630,8 @@ fn cancel_job_drops_the_rollout_queue() {
 #[test]
 fn an_abort_cancels_queued_retries_and_makes_no_more() {
     let now = t("2030-01-01T00:00");
-    let mut f = Fleet::new(4, now);
-    f.create(
+    let mut f = Fleet::with_job(
+        4,
         now,
         "ar",
         json!({"jobExecutionsRetryConfig": {"criteriaList": [{"failureType": "FAILED", "numberOfRetries": 5}]},
@@ -685,16 +671,11 @@ fn an_abort_cancels_queued_retries_and_makes_no_more() {
 fn leaving_and_rejoining_a_continuous_job_resets_the_retry_count() {
     let now = t("2030-01-01T00:00");
     let mut f = Fleet::new(1, now);
-    let job = NewJob {
-        job_id: "cr".into(),
-        targets: vec![group_arn("fleet")],
-        document: "{}".into(),
-        target_selection: TargetSelection::Continuous,
-        configs: serde_json::from_value(json!({"jobExecutionsRetryConfig": {
-            "criteriaList": [{"failureType": "FAILED", "numberOfRetries": 1}]}}))
-        .unwrap(),
-        ..Default::default()
-    };
+    let job = continuous_job(
+        "cr",
+        json!({"jobExecutionsRetryConfig": {
+            "criteriaList": [{"failureType": "FAILED", "numberOfRetries": 1}]}}),
+    );
     f.svc.create_job(now, job).unwrap();
     f.start_next(now, "t00", None);
     f.update(now, "t00", "cr", "FAILED");

@@ -2,9 +2,7 @@
 //! clock (moved through its admin route, as `serve --manual-clock` does), real handler
 //! scripts in a temporary handler directory.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use iotjobs::local::clock::ManualClock;
@@ -13,24 +11,17 @@ use iotjobs::local::server::{LocalService, ServeOptions};
 use serde_json::{json, Value};
 
 use super::core::{t, thing_arn};
+use crate::common::device::{
+    eventually, gone, read_pid, Device, DeviceOptions, DAEMON_WAIT as WAIT,
+};
 
-/// Generous upper bound for anything a test waits for; never an expected duration.
-const WAIT: Duration = Duration::from_secs(60);
-const BIN: &str = env!("CARGO_BIN_EXE_iotjobsd");
 const THING: &str = "gateway-1";
 
 struct Stack {
-    dir: tempfile::TempDir,
+    // First: the daemon is killed before the service stops.
+    device: Device,
     api: ApiClient,
-    config: PathBuf,
-    daemon: Option<Child>,
     service: Option<LocalService>,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.kill_daemon();
-    }
 }
 
 impl Stack {
@@ -45,57 +36,19 @@ impl Stack {
         api.call("POST", &format!("/things/{THING}"), Some(&json!({})))
             .await
             .unwrap();
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for sub in ["handlers", "state", "run"] {
-            std::fs::create_dir_all(root.join(sub)).unwrap();
-            std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(0o755))
-                .unwrap();
-        }
-        std::fs::write(root.join("boot_id"), "boot-1\n").unwrap();
-        let bundle = service
-            .pki
-            .write_device_bundle(root.join("pki"), THING)
-            .unwrap();
-        let port = service.mqtt_tls_addr.unwrap().port();
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[mqtt]
-endpoint = "localhost"
-port = {port}
-thing_name = "{THING}"
-cert = "{cert}"
-key = "{key}"
-root_ca = "{ca}"
-reconnect_min_secs = 1
-reconnect_max_secs = 2
-
-[jobs]
-handler_dir = "{root}/handlers"
-kill_grace_secs = 1
-
-[log]
-file = "{root}/iotjobsd.log"
-level = "debug"
-
-[paths]
-state_dir = "{root}/state"
-runtime_dir = "{root}/run"
-boot_id_file = "{root}/boot_id"
-"#,
-                cert = bundle.cert_path.display(),
-                key = bundle.key_path.display(),
-                ca = bundle.root_ca_path.display(),
-                root = root.display(),
-            ),
-        )
-        .unwrap();
-        let mut s = Stack {
+        let device = Device::create_in(
             dir,
+            &service.pki,
+            service.mqtt_tls_addr.unwrap().port(),
+            THING,
+            &DeviceOptions {
+                boot_id: true,
+                ..Default::default()
+            },
+        );
+        let mut s = Stack {
+            device,
             api,
-            config,
-            daemon: None,
             service: Some(service),
         };
         s.spawn_daemon().await;
@@ -104,21 +57,9 @@ boot_id_file = "{root}/boot_id"
 
     /// Starts `iotjobsd` and waits until it is connected to the service's broker.
     async fn spawn_daemon(&mut self) {
-        assert!(self.daemon.is_none(), "a daemon is already running");
         let service = self.service.as_ref().expect("the service is stopped");
         let mut events = service.broker_events().unwrap();
-        let daemon = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .env("IOTJOBSD_CONFIG_DIR", self.dir.path())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.daemon = Some(daemon);
+        self.device.spawn(None);
         tokio::time::timeout(WAIT, async {
             loop {
                 if let Ok(iotjobs::local::broker::BrokerEvent::Connected { client_id }) =
@@ -136,24 +77,19 @@ boot_id_file = "{root}/boot_id"
 
     /// SIGKILL, as the end of a reboot does to whatever is still running.
     fn kill_daemon(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
+        self.device.kill();
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.device.path(name)
     }
 
     fn handler(&self, name: &str, body: &str) {
-        let path = self.path("handlers").join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.device.handler(name, body);
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.path("iotjobsd.log")).unwrap_or_default()
+        self.device.log()
     }
 
     async fn create_job(&self, job_id: &str, body: Value) {
@@ -189,19 +125,10 @@ boot_id_file = "{root}/boot_id"
 
     /// Polls the service until the execution reaches `status`.
     async fn wait_status(&self, job_id: &str, status: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let e = self.execution(job_id).await;
-            if e["status"] == status {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{job_id} never reached {status}: {e}\ndaemon log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_execution(job_id, &format!("reached {status}"), |e| {
+            e["status"] == status
+        })
+        .await
     }
 
     /// Polls the service until the execution is terminal; returns it.
@@ -214,15 +141,29 @@ boot_id_file = "{root}/boot_id"
             "CANCELED",
             "REMOVED",
         ];
+        self.wait_execution(job_id, "ended", |e| {
+            TERMINAL.iter().any(|t| e["status"] == *t)
+        })
+        .await
+    }
+
+    /// Polls the service until the execution satisfies `done`; returns it. `what` says
+    /// what never happened when it gives up.
+    async fn wait_execution(
+        &self,
+        job_id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let e = self.execution(job_id).await;
-            if TERMINAL.iter().any(|t| e["status"] == *t) {
+            if done(&e) {
                 return e;
             }
             assert!(
                 Instant::now() < deadline,
-                "{job_id} never ended: {e}\ndaemon log:\n{}",
+                "{job_id} never {what}: {e}\ndaemon log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -235,33 +176,6 @@ boot_id_file = "{root}/boot_id"
             s.stop().await.unwrap();
         }
     }
-}
-
-/// Waits until `pred` holds, polling; panics after [`WAIT`].
-async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// True when no process with this pid is alive (a zombie counts as gone).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
-}
-
-fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// Acceptance 1: the scheduled-reboot walkthrough. `reboot.sh` is replaced by a script

@@ -2,9 +2,9 @@
 //! moving it runs the scheduler at once; the system clock refuses to move.
 
 use iotjobs::local::clock::ManualClock;
-use iotjobs::local::control::client::ApiClient;
+use iotjobs::local::control::client::{ApiClient, ClientError};
 use iotjobs::local::server::{LocalService, ServeOptions};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::core::{t, thing_arn};
 
@@ -17,6 +17,11 @@ async fn service(manual: bool) -> (tempfile::TempDir, LocalService, ApiClient) {
     let svc = LocalService::start(opts).await.unwrap();
     let api = ApiClient::new(&svc.endpoint_url()).unwrap();
     (dir, svc, api)
+}
+
+/// Moves the service's clock as `iotjobs-local clock` does; the service's reply.
+async fn move_clock(api: &ApiClient, body: Value) -> Result<Value, ClientError> {
+    api.call("POST", "/iotjobs-local/clock", Some(&body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,8 +43,7 @@ async fn advancing_the_manual_clock_rolls_out_at_the_configured_rate() {
     )
     .await
     .unwrap();
-    let queued =
-        |v: &serde_json::Value| v["job"]["jobProcessDetails"]["numberOfQueuedThings"].clone();
+    let queued = |v: &Value| v["job"]["jobProcessDetails"]["numberOfQueuedThings"].clone();
     let job = api.get("/jobs/paced").await.unwrap();
     assert_eq!(queued(&job), 10);
     assert_eq!(job["job"]["isConcurrent"], true);
@@ -47,54 +51,30 @@ async fn advancing_the_manual_clock_rolls_out_at_the_configured_rate() {
     assert_eq!(clock["manual"], true);
     assert_eq!(clock["time"], "2030-01-01T00:00");
 
-    let moved = api
-        .call(
-            "POST",
-            "/iotjobs-local/clock",
-            Some(&json!({"advanceSeconds": 30})),
-        )
+    let moved = move_clock(&api, json!({"advanceSeconds": 30}))
         .await
         .unwrap();
     assert_eq!(
         moved["tick"]["rolledOut"], 0,
         "still inside the first minute"
     );
-    let moved = api
-        .call(
-            "POST",
-            "/iotjobs-local/clock",
-            Some(&json!({"advanceSeconds": 30})),
-        )
+    let moved = move_clock(&api, json!({"advanceSeconds": 30}))
         .await
         .unwrap();
     assert_eq!(moved["time"], "2030-01-01T00:01");
     assert_eq!(moved["tick"]["rolledOut"], 10);
-    api.call(
-        "POST",
-        "/iotjobs-local/clock",
-        Some(&json!({"set": t("2030-01-01T00:02").secs()})),
-    )
-    .await
-    .unwrap();
+    move_clock(&api, json!({"set": t("2030-01-01T00:02").secs()}))
+        .await
+        .unwrap();
     let job = api.get("/jobs/paced").await.unwrap();
     assert_eq!(queued(&job), 25);
     assert_eq!(job["job"]["isConcurrent"], false);
 
-    let back = api
-        .call(
-            "POST",
-            "/iotjobs-local/clock",
-            Some(&json!({"setTime": "2029-12-31T00:00"})),
-        )
+    let back = move_clock(&api, json!({"setTime": "2029-12-31T00:00"}))
         .await
         .unwrap_err();
     assert!(back.to_string().contains("backwards"), "{back}");
-    let bad = api
-        .call(
-            "POST",
-            "/iotjobs-local/clock",
-            Some(&json!({"advanceSeconds": 1, "set": 5})),
-        )
+    let bad = move_clock(&api, json!({"advanceSeconds": 1, "set": 5}))
         .await
         .unwrap_err();
     assert!(bad.to_string().contains("InvalidRequestException"), "{bad}");
@@ -108,12 +88,7 @@ async fn the_system_clock_cannot_be_moved() {
         api.get("/iotjobs-local/clock").await.unwrap()["manual"],
         false
     );
-    let e = api
-        .call(
-            "POST",
-            "/iotjobs-local/clock",
-            Some(&json!({"advanceSeconds": 60})),
-        )
+    let e = move_clock(&api, json!({"advanceSeconds": 60}))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("--manual-clock"), "{e}");
