@@ -12,6 +12,7 @@
 //! Writers are non-blocking and not lossy: a slow disk slows logging callers down
 //! rather than dropping lines (job output must not go missing).
 
+mod daily_rotation;
 mod size_rotation;
 
 use std::fmt;
@@ -20,15 +21,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
+use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{LogConfig, Rotation};
 
+pub use daily_rotation::DailyRotatingWriter;
 pub use size_rotation::SizeRotatingWriter;
 
 /// Errors from setting up logging.
@@ -46,8 +49,6 @@ pub enum LoggingError {
     },
     #[error("log file {} has no file name", .0.display())]
     NoFileName(PathBuf),
-    #[error("cannot start daily log rotation in {}: {message}", path.display())]
-    Rolling { path: PathBuf, message: String },
     #[error("invalid log filter {filter:?}: {message}")]
     Filter { filter: String, message: String },
     #[error("a global logger is already installed: {0}")]
@@ -92,7 +93,34 @@ pub fn filter_directives(level: &str, rust_log: Option<&str>, verbose: u8) -> St
     }
 }
 
-type Base = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
+/// Parses a filter: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+/// `RUST_LOG`-style comma-separated directives, each `level`, `target=level` or
+/// `target` (all levels), e.g. `info,iotjobs::mqtt=debug,rumqttc=warn`; the most
+/// specific target wins, and targets no directive names are off. A `Targets` filter
+/// rather than `EnvFilter`: the latter's span and field filters need a regex engine
+/// that the device binary would carry for nothing; they are refused here with a clear
+/// error rather than silently matching nothing.
+pub fn parse_filter(directives: &str) -> Result<Targets, String> {
+    let mut kept = Vec::new();
+    for directive in directives.split(',').map(str::trim) {
+        if directive.is_empty() {
+            continue;
+        }
+        let target = directive.split('=').next().unwrap_or_default();
+        if target.contains(['[', ']', '{', '}', '"']) || target.contains(char::is_whitespace) {
+            return Err(format!(
+                "{directive:?}: only `level`, `target=level` and `target` directives are supported"
+            ));
+        }
+        kept.push(directive);
+    }
+    if kept.is_empty() {
+        return Ok(Targets::new());
+    }
+    kept.join(",").parse::<Targets>().map_err(|e| e.to_string())
+}
+
+type Base = tracing_subscriber::layer::Layered<Targets, Registry>;
 type BoxedLayer = Box<dyn Layer<Base> + Send + Sync>;
 
 /// Installs the global tracing subscriber. `verbose` is the count of `-v` flags.
@@ -118,9 +146,9 @@ where
     W: Write + Send + 'static,
 {
     let directives = filter_directives(&config.level, env.rust_log.as_deref(), verbose);
-    let filter = EnvFilter::try_new(&directives).map_err(|e| LoggingError::Filter {
+    let filter = parse_filter(&directives).map_err(|message| LoggingError::Filter {
         filter: directives.clone(),
-        message: e.to_string(),
+        message,
     })?;
 
     let mut guards = Vec::new();
@@ -210,25 +238,16 @@ fn file_writer(path: &Path, config: &LogConfig) -> Result<Box<dyn Write + Send>,
                 .file_name()
                 .and_then(|n| n.to_str())
                 .ok_or_else(|| LoggingError::NoFileName(path.to_path_buf()))?;
-            // tracing-appender replaces whatever sits at the symlink's name, so an
-            // `iotjobsd.log` left by size rotation is kept aside rather than deleted.
+            // The live name becomes a symlink, so an `iotjobsd.log` left by size or no
+            // rotation is kept aside rather than replaced.
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
                 let mut old = path.as_os_str().to_owned();
                 old.push(".old");
                 std::fs::rename(path, &old).map_err(open_err)?;
             }
-            let appender = tracing_appender::rolling::Builder::new()
-                .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix(name)
-                // The live file counts too: keep_files rotated files plus today's.
-                .max_log_files(config.keep_files.saturating_add(1))
-                .latest_symlink(name)
-                .build(&dir)
-                .map_err(|e| LoggingError::Rolling {
-                    path: dir.clone(),
-                    message: e.to_string(),
-                })?;
-            Ok(Box::new(appender))
+            Ok(Box::new(
+                DailyRotatingWriter::open(dir, name, config.keep_files).map_err(open_err)?,
+            ))
         }
     }
 }
@@ -317,6 +336,50 @@ mod tests {
         );
         assert_eq!(filter_directives("warn", Some("iotjobs=trace"), 1), "debug");
         assert_eq!(filter_directives("warn", None, 3), "trace");
+    }
+
+    #[test]
+    fn filters_accept_levels_and_target_directives() {
+        let on = |filter: &str, target: &str, level: Level| {
+            parse_filter(filter).unwrap().would_enable(target, &level)
+        };
+        assert!(on("info", "iotjobs::app", Level::INFO));
+        assert!(!on("info", "iotjobs::app", Level::DEBUG));
+        assert!(on("WARN", "rumqttc", Level::WARN) && !on("WARN", "rumqttc", Level::INFO));
+        assert!(!on("off", "iotjobs", Level::ERROR));
+        let documented = "info,iotjobs::mqtt=debug";
+        assert!(on(documented, "iotjobs::mqtt::connection", Level::DEBUG));
+        assert!(!on(documented, "iotjobs::jobs", Level::DEBUG));
+        assert!(on(documented, "rustls", Level::INFO));
+        // The most specific directive wins whatever the order.
+        assert!(!on(
+            "iotjobs::mqtt=warn,iotjobs=trace",
+            "iotjobs::mqtt",
+            Level::INFO
+        ));
+        // Blanks and empty directives are ignored, as RUST_LOG users write them.
+        assert!(on(" warn , iotjobs=debug ,", "iotjobs::app", Level::DEBUG));
+        assert!(!on(" warn , iotjobs=debug ,", "rumqttc", Level::INFO));
+        // A bare target enables all its levels; other targets are off.
+        assert!(
+            on("iotjobs", "iotjobs::app", Level::TRACE) && !on("iotjobs", "rustls", Level::ERROR)
+        );
+        assert!(!on("", "iotjobs", Level::ERROR));
+    }
+
+    #[test]
+    fn unsupported_filters_are_errors() {
+        for bad in [
+            "iotjobs=loud",
+            "a=b=c",
+            "iotjobs[connect]=debug",
+            "[{thing=gw1}]=trace",
+            "iot jobs=debug",
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad:?} accepted");
+        }
+        // A bare word is a target name (RUST_LOG semantics), not an error.
+        assert!(parse_filter("loud").is_ok());
     }
 
     #[test]

@@ -821,6 +821,9 @@ fn daily_rotation_writes_through_the_live_name() {
     let live = std::fs::read_to_string(&file).unwrap();
     assert_eq!(live.lines().count(), 3, "{live}");
     assert!(live.contains("line=2"));
+    // Job output may be sensitive: today's file is not world-readable (0640).
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o007, 0, "mode {mode:o}");
 }
 
 #[test]

@@ -374,7 +374,7 @@ fn check_log(config: &Config, out: &mut Vec<Problem>) {
             "set log.stdout = true (under systemd the journal gets the lines) or set log.file",
         ));
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+    if let Err(e) = crate::logging::parse_filter(&log.level) {
         out.push(problem(
             "log.level",
             format!("{:?} is not a log level or filter: {e}", log.level),

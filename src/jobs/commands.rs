@@ -291,9 +291,13 @@ fn check_programs(plan: &JobPlan, config: &Config) {
 }
 
 fn init_stderr_logging(verbose: u8) {
-    let level = if verbose > 1 { "trace" } else { "debug" };
+    let level = if verbose > 1 {
+        tracing::Level::TRACE
+    } else {
+        tracing::Level::DEBUG
+    };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_max_level(level)
         .try_init();
 }
