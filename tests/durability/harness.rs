@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use iotjobs::jobs::journal::{Journal, Loaded};
 use iotjobs::local::broker::{Broker, BrokerConfig, BrokerHandle};
 use iotjobs::local::clock::SystemClock;
 use iotjobs::local::pki::{Pki, SERVICE_IDENTITY};
@@ -340,10 +341,15 @@ boot_id_file = "{root}/boot_id"
         )
     }
 
-    /// The daemon's journal, decoded (None when there is none).
+    /// The last record of the daemon's journal, decoded (None when there is none). Read
+    /// as the daemon reads it at start: only while no daemon runs.
     pub fn journal(&self) -> Option<Value> {
-        let text = std::fs::read_to_string(self.path("state/journal.json")).ok()?;
-        Some(serde_json::from_str(&text).unwrap())
+        let mut journal = Journal::open(&self.path("state")).unwrap();
+        match journal.load() {
+            Loaded::Record { record, .. } => Some(serde_json::to_value(&*record).unwrap()),
+            Loaded::Empty => None,
+            Loaded::Corrupt { reason, .. } => panic!("the journal is corrupt: {reason}"),
+        }
     }
 
     pub fn log(&self) -> String {
