@@ -126,6 +126,63 @@ async fn kill_during_a_step_reruns_only_that_step() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_left_running_by_a_killed_daemon_is_killed_before_it_runs_again() {
+    let mut s = Stack::start("").await;
+    s.append_handler();
+    let (runs, pid, go) = (s.path("runs"), s.path("pid"), s.path("go"));
+    s.handler(
+        "hold.sh",
+        &format!(
+            "echo 'B started' >> {runs}\necho $$ > {pid}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho B >> {runs}",
+            runs = runs.display(),
+            pid = pid.display(),
+            go = go.display()
+        ),
+    );
+    s.spawn_daemon(None);
+    s.create_job("job", three_steps(handler_step("B", "hold.sh", &[])))
+        .await;
+    eventually("step B to start", || pid.exists()).await;
+    let first: i32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Outside systemd nothing kills the step with the daemon: it runs on, orphaned.
+    s.kill_daemon();
+    std::fs::remove_file(&pid).unwrap();
+    assert!(alive(first), "the orphaned step is still running");
+
+    s.spawn_daemon(None);
+    eventually("step B to run again", || pid.exists()).await;
+    assert!(!alive(first), "the orphaned step was killed");
+    assert!(
+        s.log().contains(&format!("(process group {first})")),
+        "{}",
+        s.log()
+    );
+    std::fs::write(&go, "").unwrap();
+    let (status, details) = s.wait_terminal("job").await;
+    assert_eq!(status, "SUCCEEDED", "{details}");
+    assert_eq!(
+        s.runs(),
+        ["A", "B started", "B started", "B", "C"],
+        "only the re-run of B finished"
+    );
+    assert_eq!(s.accepted_terminals("job"), 1);
+}
+
+/// True while `pid` is a live process (a zombie is dead).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .next();
+        !matches!(state, Some("Z" | "X"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_kept_offline_survives_a_crash_and_is_delivered_after_the_broker_returns() {
     let mut s = Stack::start("").await;
     s.append_handler();

@@ -15,7 +15,13 @@
 //! has), so it is written without `fdatasync`: it survives a crash of the daemon, and the
 //! next synced record makes it durable.
 //!
+//! At start, a step the journal says was running when the daemon died, and which is to
+//! run again (or whose job was being revoked), is first killed if it is still running
+//! (see `orphans`).
+//!
 //! Must not perform the actions itself or talk to the network.
+
+mod orphans;
 
 use std::path::{Path, PathBuf};
 
@@ -121,6 +127,11 @@ impl Durability {
         } else if let Some(job) = &record.engine.job {
             tracing::info!(job_id = %job.key.job_id, "journal: job {} to finish reporting; {}", job.key.job_id, describe(&decision));
         }
+        if matches!(decision, Resume::Rerun | Resume::Revoked) {
+            if let Some(mark) = &record.step {
+                kill_orphaned(journal, self.boot_id.as_deref(), mark);
+            }
+        }
         self.mark = record.step.clone();
         let engine = Engine::restore(cfg, record.engine);
         (engine, decision)
@@ -142,7 +153,7 @@ impl Durability {
             );
             let _ = std::fs::remove_file(&marker);
             env.push((
-                "IOTJOBS_SELF_RESTART_FILE".to_string(),
+                orphans::STEP_ENV.to_string(),
                 marker.to_string_lossy().into_owned(),
             ));
         }
@@ -277,6 +288,28 @@ impl Durability {
             boot_id: self.boot_id.clone().unwrap_or_default(),
             started_at: journal::unix_millis() / 1000,
         }
+    }
+}
+
+/// Kills what is left of the step `mark` started, when it may still be running: it
+/// was started (not merely due) during this boot (a reboot ended everything).
+fn kill_orphaned(journal: &Journal, boot_id: Option<&str>, mark: &StepMark) {
+    let same_boot = boot_id.is_none_or(|id| id == mark.boot_id);
+    if mark.phase != StepPhase::Started || !same_boot {
+        return;
+    }
+    let marker = journal.self_restart_file(
+        &mark.job_id,
+        mark.execution_number,
+        mark.index,
+        mark.rollback,
+    );
+    for pgid in orphans::kill_step_groups(&marker.to_string_lossy()) {
+        tracing::warn!(
+            job_id = %mark.job_id,
+            "step '{}' was still running (process group {pgid}) after the previous iotjobsd stopped; killed it before it runs again",
+            mark.name
+        );
     }
 }
 

@@ -16,6 +16,7 @@ use iotjobs::local::pki::{Pki, SERVICE_IDENTITY};
 use iotjobs::local::service::task::{self, BrokerConnection, Command as Svc, ServiceHandle};
 use iotjobs::local::service::{JobsService, NewJob, NewThing, ServiceConfig};
 use iotjobs::local::store::Store;
+use nix::fcntl::{Flock, FlockArg};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -167,18 +168,40 @@ boot_id_file = "{root}/boot_id"
             .env_remove("IOTJOBS_TEST_FAILPOINT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // What a daemon that could not start says (before its log file exists).
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path("daemon.stderr"))
+                    .unwrap(),
+            );
         if let Some(failpoint) = failpoint {
             cmd.env("IOTJOBS_TEST_FAILPOINT", failpoint);
         }
         self.daemon = Some(cmd.spawn().unwrap());
     }
 
-    /// `kill -9` of the daemon.
+    /// `kill -9` of the daemon, then what systemd does before a restart: wait until none
+    /// of its processes is left. A step being spawned at the kill (forked, not yet
+    /// exec'ed) holds a copy of the daemon's descriptors, its single-instance lock among
+    /// them, for that moment; a daemon started then would find the lock held and exit.
     pub fn kill_daemon(&mut self) {
         let mut daemon = self.daemon.take().expect("no daemon");
         let _ = daemon.kill();
         let _ = daemon.wait();
+        let lock = self.path("run/iotjobsd.lock");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let Ok(file) = std::fs::File::open(&lock) else {
+                return;
+            };
+            if Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the instance lock stayed held");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Sends SIGTERM without waiting.
@@ -352,8 +375,13 @@ boot_id_file = "{root}/boot_id"
         }
     }
 
+    /// The daemon's log file, then what daemons wrote to stderr, if anything.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.path("iotjobsd.log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.path("iotjobsd.log")).unwrap_or_default();
+        match std::fs::read_to_string(self.path("daemon.stderr")) {
+            Ok(stderr) if !stderr.trim().is_empty() => format!("{log}\n--- stderr:\n{stderr}"),
+            _ => log,
+        }
     }
 }
 
