@@ -104,7 +104,8 @@ async fn kill_during_a_step_reruns_only_that_step() {
     eventually("step B to start", || pid.exists()).await;
     s.kill_daemon();
     // What systemd's control-group kill does when the daemon dies: the orphaned
-    // handler goes too (outside systemd it would run on; see the README).
+    // handler goes too (outside systemd the restarted daemon kills it, see
+    // `a_step_left_running_by_a_killed_daemon_is_killed_before_it_runs_again`).
     let pgid: i32 = std::fs::read_to_string(&pid)
         .unwrap()
         .trim()

@@ -295,15 +295,9 @@ impl Journal {
     pub fn append(&mut self, payload: &[u8], sync: bool) -> Result<(), JournalError> {
         let mut record = Vec::with_capacity(frame::FRAME_LEN + payload.len());
         frame::push_record(&mut record, payload).ok_or(JournalError::Frame(payload.len()))?;
-        let fits = self
-            .tail
-            .as_ref()
-            .is_some_and(|t| t.end + record.len() <= t.len);
-        if !fits {
-            return self.rotate(&record);
-        }
-        let Some(tail) = &mut self.tail else {
-            return self.rotate(&record);
+        let tail = match &mut self.tail {
+            Some(tail) if tail.end + record.len() <= tail.len => tail,
+            _ => return self.rotate(&record),
         };
         let result = tail
             .file
