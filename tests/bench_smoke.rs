@@ -37,6 +37,7 @@ fn quick_run_produces_every_figure() {
         "6c.",
         "7a.",
         "7b.",
+        "8. journal write",
     ] {
         let line = text
             .lines()

@@ -104,7 +104,8 @@ async fn kill_during_a_step_reruns_only_that_step() {
     eventually("step B to start", || pid.exists()).await;
     s.kill_daemon();
     // What systemd's control-group kill does when the daemon dies: the orphaned
-    // handler goes too (outside systemd it would run on; see the README).
+    // handler goes too (outside systemd the restarted daemon kills it, see
+    // `a_step_left_running_by_a_killed_daemon_is_killed_before_it_runs_again`).
     let pgid: i32 = std::fs::read_to_string(&pid)
         .unwrap()
         .trim()
@@ -123,6 +124,63 @@ async fn kill_during_a_step_reruns_only_that_step() {
     assert_eq!(status, "SUCCEEDED", "{details}");
     assert_eq!(s.runs(), ["A", "B started", "B started", "B", "C"]);
     assert_eq!(s.accepted_terminals("job"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_left_running_by_a_killed_daemon_is_killed_before_it_runs_again() {
+    let mut s = Stack::start("").await;
+    s.append_handler();
+    let (runs, pid, go) = (s.path("runs"), s.path("pid"), s.path("go"));
+    s.handler(
+        "hold.sh",
+        &format!(
+            "echo 'B started' >> {runs}\necho $$ > {pid}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho B >> {runs}",
+            runs = runs.display(),
+            pid = pid.display(),
+            go = go.display()
+        ),
+    );
+    s.spawn_daemon(None);
+    s.create_job("job", three_steps(handler_step("B", "hold.sh", &[])))
+        .await;
+    eventually("step B to start", || pid.exists()).await;
+    let first: i32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Outside systemd nothing kills the step with the daemon: it runs on, orphaned.
+    s.kill_daemon();
+    std::fs::remove_file(&pid).unwrap();
+    assert!(alive(first), "the orphaned step is still running");
+
+    s.spawn_daemon(None);
+    eventually("step B to run again", || pid.exists()).await;
+    assert!(!alive(first), "the orphaned step was killed");
+    assert!(
+        s.log().contains(&format!("(process group {first})")),
+        "{}",
+        s.log()
+    );
+    std::fs::write(&go, "").unwrap();
+    let (status, details) = s.wait_terminal("job").await;
+    assert_eq!(status, "SUCCEEDED", "{details}");
+    assert_eq!(
+        s.runs(),
+        ["A", "B started", "B started", "B", "C"],
+        "only the re-run of B finished"
+    );
+    assert_eq!(s.accepted_terminals("job"), 1);
+}
+
+/// True while `pid` is a live process (a zombie is dead).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .next();
+        !matches!(state, Some("Z" | "X"))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +445,7 @@ async fn sigterm_with_on_shutdown_stop_stops_the_step_and_reruns_it() {
 async fn a_corrupt_journal_is_moved_aside_and_the_daemon_runs_jobs() {
     let mut s = Stack::start("").await;
     s.append_handler();
-    std::fs::write(s.path("state/journal.json"), "{not json").unwrap();
+    std::fs::write(s.path("state/journal.bin"), "{not json").unwrap();
     s.spawn_daemon(None);
     s.create_job("job", doc(vec![handler_step("A", "append.sh", &["A"])]))
         .await;
@@ -395,18 +453,89 @@ async fn a_corrupt_journal_is_moved_aside_and_the_daemon_runs_jobs() {
     assert_eq!(status, "SUCCEEDED");
     let log = s.log();
     assert!(
-        log.contains("is unusable (cannot decode it") && log.contains("moved to"),
+        log.contains("is unusable (it is not an iotjobsd journal") && log.contains("moved to"),
         "{log}"
     );
-    let moved = std::fs::read_dir(s.path("state"))
+    let moved: Vec<_> = std::fs::read_dir(s.path("state"))
         .unwrap()
         .filter_map(Result::ok)
-        .any(|e| {
+        .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with("journal.json.corrupt-")
-        });
-    assert!(moved, "the corrupt journal was kept for inspection");
+                .starts_with("journal.bin.corrupt-")
+        })
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "the corrupt journal was kept for inspection"
+    );
+    assert_eq!(std::fs::read(moved[0].path()).unwrap(), b"{not json");
+}
+
+/// Kills the daemon right after it journalled step A's result of a three-step job.
+async fn killed_after_step_a(s: &mut Stack) {
+    s.append_handler();
+    s.spawn_daemon(Some("after-step-before-status"));
+    s.create_job("job", three_steps(handler_step("B", "append.sh", &["B"])))
+        .await;
+    assert_eq!(s.daemon_exit().await.signal(), Some(9));
+    assert_eq!(s.runs(), ["A"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_torn_by_a_crash_is_discarded_and_the_job_resumes_from_the_last_complete_one() {
+    let mut s = Stack::start("").await;
+    killed_after_step_a(&mut s).await;
+    // What a power cut in the middle of the next write leaves: the start of a frame
+    // (a length, a checksum, part of the payload) right after the last record, in the
+    // preallocated zeros.
+    let path = s.path("state/journal.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let torn = [
+        &2000u32.to_le_bytes()[..],
+        &[0xde, 0xad, 0xbe, 0xef],
+        b"{\"boot_id\":\"boot-1\",\"st",
+    ]
+    .concat();
+    bytes[end..end + torn.len()].copy_from_slice(&torn);
+    std::fs::write(&path, &bytes).unwrap();
+
+    s.spawn_daemon(None);
+    let (status, details) = s.wait_terminal("job").await;
+    assert_eq!(status, "SUCCEEDED", "{details}\nlog:\n{}", s.log());
+    assert_eq!(s.runs(), ["A", "B", "C"], "step A did not run again");
+    assert_eq!(s.accepted_terminals("job"), 1);
+    let log = s.log();
+    assert!(log.contains("journal: discarded"), "{log}");
+    assert!(
+        !log.contains("is unusable"),
+        "a torn tail is not corruption: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_journal_left_by_the_previous_version_resumes_the_job() {
+    let mut s = Stack::start("").await;
+    killed_after_step_a(&mut s).await;
+    // The same state as the previous version wrote it: `journal.json`, format 1.
+    let mut record = s.journal().expect("no journal");
+    record["format"] = 1.into();
+    record["written_at_ms"] = 0.into();
+    std::fs::write(s.path("state/journal.json"), record.to_string()).unwrap();
+    std::fs::remove_file(s.path("state/journal.bin")).unwrap();
+
+    s.spawn_daemon(None);
+    let (status, details) = s.wait_terminal("job").await;
+    assert_eq!(status, "SUCCEEDED", "{details}\nlog:\n{}", s.log());
+    assert_eq!(s.runs(), ["A", "B", "C"], "step A did not run again");
+    assert_eq!(s.accepted_terminals("job"), 1);
+    assert!(
+        !s.path("state/journal.json").exists(),
+        "replaced by journal.bin"
+    );
+    assert!(s.path("state/journal.bin").exists());
 }
 
 /// Soak: N two-step jobs under random `kill -9` of the daemon and broker restarts, each

@@ -2,17 +2,30 @@
 //! daemon's lifetime and holding its PID, so a second instance fails with a message
 //! naming the one already running. The kernel drops the lock when the process dies,
 //! so a stale file never blocks a restart.
+//!
+//! One wrinkle: a step being spawned when the daemon dies (forked, not yet exec'ed)
+//! holds a copy of the lock's descriptor for that moment, so a daemon restarted right
+//! after a `kill -9` outside systemd (which empties the cgroup first) can find the lock
+//! held by a process that is not the PID in the file. When that PID is dead the lock is
+//! retried for a short while instead of refusing to start.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 
 /// The lock file's name inside the runtime directory.
 pub const LOCK_FILE: &str = "iotjobsd.lock";
+
+/// How long a lock held while its recorded PID is dead is retried: far longer than a
+/// fork-to-exec window, short enough not to delay a start noticeably.
+const ORPHANED_LOCK_RETRY: Duration = Duration::from_secs(2);
 
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +66,10 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Takes the lock in `runtime_dir` (created if missing) and writes our PID into it.
     pub fn acquire(runtime_dir: &Path) -> Result<InstanceLock, LockError> {
+        Self::acquire_within(runtime_dir, ORPHANED_LOCK_RETRY)
+    }
+
+    fn acquire_within(runtime_dir: &Path, retry: Duration) -> Result<InstanceLock, LockError> {
         let path = runtime_dir.join(LOCK_FILE);
         let io_err = |source| LockError::Io {
             path: path.clone(),
@@ -72,15 +89,21 @@ impl InstanceLock {
             .mode(0o644)
             .open(&path)
             .map_err(io_err)?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((mut file, Errno::EWOULDBLOCK)) => {
-                return Err(LockError::Held {
-                    pid: read_pid(&mut file),
-                    path,
-                })
+        let deadline = Instant::now() + retry;
+        let mut file = file;
+        let mut file = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => break locked,
+                Err((mut unlocked, Errno::EWOULDBLOCK)) => {
+                    let pid = read_pid(&mut unlocked);
+                    if holder_alive(pid) || Instant::now() >= deadline {
+                        return Err(LockError::Held { pid, path });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    file = unlocked;
+                }
+                Err((_, errno)) => return Err(io_err(errno.into())),
             }
-            Err((_, errno)) => return Err(io_err(errno.into())),
         };
         let write_pid = |f: &mut File| -> std::io::Result<()> {
             f.set_len(0)?;
@@ -98,8 +121,19 @@ impl InstanceLock {
     }
 }
 
+/// Whether the process that wrote the lock file still exists (an unreadable PID counts
+/// as alive: refuse rather than wait on something unknown).
+fn holder_alive(pid: Option<u32>) -> bool {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        return true;
+    };
+    !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
+}
+
 fn read_pid(file: &mut File) -> Option<u32> {
     let mut text = String::new();
+    // Read from the start: the same description may be read again while retrying.
+    file.seek(SeekFrom::Start(0)).ok()?;
     file.read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }
@@ -136,6 +170,52 @@ mod tests {
         let lock = InstanceLock::acquire(dir.path()).unwrap();
         let content = std::fs::read_to_string(lock.path()).unwrap();
         assert_eq!(content.trim(), std::process::id().to_string());
+    }
+
+    /// The PID of a process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_lock_left_to_a_dead_daemons_child_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), format!("{}\n", dead_pid())).unwrap();
+        // Another open file description holds the lock, as a forked step does for a
+        // moment after the daemon that wrote the PID died; it lets go a little later.
+        let held = Flock::lock(
+            File::open(dir.path().join(LOCK_FILE)).unwrap(),
+            FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        let lock = InstanceLock::acquire_within(dir.path(), Duration::from_secs(60)).unwrap();
+        release.join().unwrap();
+        let content = std::fs::read_to_string(lock.path()).unwrap();
+        assert_eq!(content.trim(), std::process::id().to_string());
+    }
+
+    #[test]
+    fn a_lock_held_past_the_retry_names_the_dead_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dead_pid();
+        std::fs::write(dir.path().join(LOCK_FILE), format!("{pid}\n")).unwrap();
+        let _held = Flock::lock(
+            File::open(dir.path().join(LOCK_FILE)).unwrap(),
+            FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        let err = InstanceLock::acquire_within(dir.path(), Duration::ZERO).unwrap_err();
+        assert!(
+            matches!(err, LockError::Held { pid: Some(p), .. } if p == pid),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,24 +2,32 @@
 //! decides when the journal must be written (before a side effect) and writes it, and
 //! rebuilds the engine from the journal at start.
 //!
-//! Write policy (the speed of the notify → SUCCEEDED path depends on it): the journal is
-//! written, durably, when a transition's actions include a side effect (a status update
-//! published, a step started or stopped) or the transition records a step's result, and
-//! only if the state differs from the last write; the end of a job is journalled after
-//! the transition's actions (so the next start-next is not held up). A transition without
-//! a side effect (a reply that only bumps the version) is captured by the next write or
-//! at shutdown: replaying it after a crash only resends a status, which the service
-//! reports as already applied (counted as delivered) or reconciles (`VersionMismatch`).
+//! Write policy (the speed of the notify → SUCCEEDED path depends on it): a record is
+//! appended, durably (one `pwrite` + `fdatasync`), when a transition's actions include a
+//! side effect (a status update published, a step started or stopped) or the transition
+//! records a step's result, and only if the record differs from the last one written;
+//! the end of a job is journalled after the transition's actions (so the next start-next
+//! is not held up). A transition without a side effect (a reply that only bumps the
+//! version) is captured by the next write or at shutdown: replaying it after a crash only
+//! resends a status, which the service reports as already applied (counted as delivered)
+//! or reconciles (`VersionMismatch`). A record with no job in it protects nothing (losing
+//! it only brings back the previous record, whose terminal status the service already
+//! has), so it is written without `fdatasync`: it survives a crash of the daemon, and the
+//! next synced record makes it durable.
+//!
+//! At start, a step the journal says was running when the daemon died, and which is to
+//! run again (or whose job was being revoked), is first killed if it is still running
+//! (see `orphans`).
 //!
 //! Must not perform the actions itself or talk to the network.
+
+mod orphans;
 
 use std::path::{Path, PathBuf};
 
 use crate::jobs::document::StepKind;
 use crate::jobs::engine::{Action, Engine, EngineConfig, StepStart};
-use crate::jobs::journal::{
-    self, Journal, JournalError, JournalRecord, Loaded, StepMark, StepPhase, FORMAT,
-};
+use crate::jobs::journal::{self, Journal, JournalError, Loaded, RecordRef, StepMark, StepPhase};
 use crate::jobs::resume::{self, Resume};
 use crate::jobs::runner::StepRequest;
 use crate::sandbox::StepOutcome;
@@ -33,7 +41,7 @@ pub struct Durability {
     boot_id_file: PathBuf,
     boot_id: Option<String>,
     mark: Option<StepMark>,
-    /// Encoding of (mark, engine state) last written, to skip identical writes.
+    /// The record last written, to skip identical writes.
     last: Vec<u8>,
 }
 
@@ -69,7 +77,7 @@ impl Durability {
     /// Rebuilds the engine from the journal (a fresh one when there is none or it is
     /// unusable) and says what to do with an interrupted step.
     pub fn restore(&mut self, cfg: EngineConfig) -> (Engine, Resume) {
-        let Some(journal) = &self.journal else {
+        let Some(journal) = &mut self.journal else {
             return (Engine::new(cfg), Resume::Nothing);
         };
         let record = match journal.load() {
@@ -84,7 +92,14 @@ impl Durability {
                 );
                 return (Engine::new(cfg), Resume::Nothing);
             }
-            Loaded::Record(record) => record,
+            Loaded::Record { record, discarded } => {
+                if discarded > 0 {
+                    tracing::warn!(
+                        "journal: discarded {discarded} bytes after its last complete record (a write cut short by a crash or power loss; what it announced was not done)"
+                    );
+                }
+                record
+            }
         };
         let self_restart_done = record.step.as_ref().is_some_and(|m| {
             journal
@@ -112,6 +127,11 @@ impl Durability {
         } else if let Some(job) = &record.engine.job {
             tracing::info!(job_id = %job.key.job_id, "journal: job {} to finish reporting; {}", job.key.job_id, describe(&decision));
         }
+        if matches!(decision, Resume::Rerun | Resume::Revoked) {
+            if let Some(mark) = &record.step {
+                kill_orphaned(journal, self.boot_id.as_deref(), mark);
+            }
+        }
         self.mark = record.step.clone();
         let engine = Engine::restore(cfg, record.engine);
         (engine, decision)
@@ -133,7 +153,7 @@ impl Durability {
             );
             let _ = std::fs::remove_file(&marker);
             env.push((
-                "IOTJOBS_SELF_RESTART_FILE".to_string(),
+                orphans::STEP_ENV.to_string(),
                 marker.to_string_lossy().into_owned(),
             ));
         }
@@ -224,28 +244,27 @@ impl Durability {
 
     /// Writes the journal if anything changed since the last write.
     pub fn write(&mut self, engine: &Engine) {
-        let Some(journal) = &self.journal else {
+        let Some(journal) = &mut self.journal else {
             return;
         };
-        let key = match serde_json::to_vec(&(&self.mark, engine.state())) {
-            Ok(key) => key,
+        let record = RecordRef {
+            boot_id: self.boot_id.as_deref().unwrap_or_default(),
+            step: self.mark.as_ref(),
+            engine: engine.state(),
+        };
+        let payload = match record.encode() {
+            Ok(payload) => payload,
             Err(err) => {
                 tracing::error!(error = %err, "cannot encode the journal");
                 return;
             }
         };
-        if key == self.last {
+        if payload == self.last {
             return;
         }
-        let record = JournalRecord {
-            format: FORMAT,
-            written_at_ms: journal::unix_millis(),
-            boot_id: self.boot_id.clone().unwrap_or_default(),
-            step: self.mark.clone(),
-            engine: engine.state().clone(),
-        };
-        match journal.write(&record) {
-            Ok(()) => self.last = key,
+        let sync = engine.state().job.is_some();
+        match journal.append(&payload, sync) {
+            Ok(()) => self.last = payload,
             Err(err) => log_write_error(&err),
         }
     }
@@ -269,6 +288,28 @@ impl Durability {
             boot_id: self.boot_id.clone().unwrap_or_default(),
             started_at: journal::unix_millis() / 1000,
         }
+    }
+}
+
+/// Kills what is left of the step `mark` started, when it may still be running: it
+/// was started (not merely due) during this boot (a reboot ended everything).
+fn kill_orphaned(journal: &Journal, boot_id: Option<&str>, mark: &StepMark) {
+    let same_boot = boot_id.is_none_or(|id| id == mark.boot_id);
+    if mark.phase != StepPhase::Started || !same_boot {
+        return;
+    }
+    let marker = journal.self_restart_file(
+        &mark.job_id,
+        mark.execution_number,
+        mark.index,
+        mark.rollback,
+    );
+    for pgid in orphans::kill_step_groups(&marker.to_string_lossy()) {
+        tracing::warn!(
+            job_id = %mark.job_id,
+            "step '{}' was still running (process group {pgid}) after the previous iotjobsd stopped; killed it before it runs again",
+            mark.name
+        );
     }
 }
 

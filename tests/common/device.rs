@@ -150,9 +150,14 @@ runtime_dir = "{root}/run"
         path
     }
 
-    /// The daemon's log file so far.
+    /// The daemon's log file so far, then what daemons wrote to stderr (what a daemon that
+    /// could not start says, before its log file exists), if anything.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.path("iotjobsd.log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.path("iotjobsd.log")).unwrap_or_default();
+        match std::fs::read_to_string(self.path("daemon.stderr")) {
+            Ok(stderr) if !stderr.trim().is_empty() => format!("{log}\n--- stderr:\n{stderr}"),
+            _ => log,
+        }
     }
 
     /// Starts `iotjobsd`, optionally with a test failpoint; does not wait for it.
@@ -167,7 +172,13 @@ runtime_dir = "{root}/run"
             .env_remove("IOTJOBS_TEST_FAILPOINT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path("daemon.stderr"))
+                    .unwrap(),
+            );
         if let Some(failpoint) = failpoint {
             cmd.env("IOTJOBS_TEST_FAILPOINT", failpoint);
         }

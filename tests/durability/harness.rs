@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::device::{Device, DeviceOptions, DAEMON_WAIT};
 use common::jobs_service::InProcessService;
+use iotjobs::jobs::journal::{Journal, Loaded};
 use iotjobs::local::service::task::ServiceHandle;
 use serde_json::Value;
 
@@ -61,7 +62,10 @@ impl Stack {
         self.device.spawn(failpoint);
     }
 
-    /// `kill -9` of the daemon.
+    /// `kill -9` of the daemon, then what systemd does before a restart: wait until none
+    /// of its processes is left. A step being spawned at the kill (forked, not yet
+    /// exec'ed) holds a copy of the daemon's descriptors, its single-instance lock among
+    /// them, for that moment; a daemon started then would find the lock held and exit.
     pub fn kill_daemon(&mut self) {
         assert!(self.device.is_running(), "no daemon");
         self.device.kill();
@@ -185,12 +189,18 @@ impl Stack {
         )
     }
 
-    /// The daemon's journal, decoded (None when there is none).
+    /// The last record of the daemon's journal, decoded (None when there is none). Read
+    /// as the daemon reads it at start: only while no daemon runs.
     pub fn journal(&self) -> Option<Value> {
-        let text = std::fs::read_to_string(self.path("state/journal.json")).ok()?;
-        Some(serde_json::from_str(&text).unwrap())
+        let mut journal = Journal::open(&self.path("state")).unwrap();
+        match journal.load() {
+            Loaded::Record { record, .. } => Some(serde_json::to_value(&*record).unwrap()),
+            Loaded::Empty => None,
+            Loaded::Corrupt { reason, .. } => panic!("the journal is corrupt: {reason}"),
+        }
     }
 
+    /// The daemon's log file, then what daemons wrote to stderr, if anything.
     pub fn log(&self) -> String {
         self.device.log()
     }

@@ -4,6 +4,7 @@
 //! against debug binaries, so the harness cannot rot). It asserts nothing about the values.
 
 pub mod daemon;
+pub mod journal;
 pub mod mem;
 pub mod scale;
 pub mod service;
@@ -31,6 +32,8 @@ pub struct Options {
     pub latency_jobs: usize,
     pub drain_jobs: usize,
     pub flood_bytes: u64,
+    /// Writes of the journal-write figure.
+    pub journal_writes: usize,
     pub things: usize,
     pub connect_timeout: Duration,
     pub skip_scale: bool,
@@ -52,6 +55,7 @@ impl Options {
             latency_jobs: 200,
             drain_jobs: 1000,
             flood_bytes: 100_000_000,
+            journal_writes: 1000,
             things: 10_000,
             connect_timeout: Duration::from_secs(300),
             skip_scale: false,
@@ -68,6 +72,7 @@ impl Options {
             latency_jobs: 5,
             drain_jobs: 20,
             flood_bytes: 1_000_000,
+            journal_writes: 20,
             things: 5,
             connect_timeout: Duration::from_secs(60),
             ..self
@@ -79,6 +84,8 @@ impl Options {
 pub struct Report {
     pub daemon: DaemonFigures,
     pub scale: ScaleFigures,
+    /// Figure 8: milliseconds per durable journal write.
+    pub journal_write_ms: stats::Samples,
     pub binary_bytes: Option<u64>,
     pub installed_bytes: Option<u64>,
     pub machine: String,
@@ -115,6 +122,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         let r = daemon::run(opts, &svc, work.as_path(), &mut report.daemon).await;
         svc.stop().await?;
         r?;
+        report.journal_write_ms = journal::run(&work, opts.journal_writes).await?;
     }
 
     if !opts.skip_scale {
@@ -193,6 +201,10 @@ impl Report {
             ("queue drain", daemon(d.drain_jobs_per_s.is_some())),
             ("CPU per job", daemon(d.drain_cpu_ms_per_job.is_some())),
             ("handler flood", daemon(d.flood_peak.is_some())),
+            (
+                "journal write",
+                daemon(self.journal_write_ms.len() == opts.journal_writes),
+            ),
             (
                 "scale",
                 opts.skip_scale || (s.executions_per_s.is_some() && s.service_connected.is_some()),
@@ -323,6 +335,21 @@ impl Report {
             "7b. installed package (binary + handlers + unit + config)",
             self.installed_bytes
                 .map_or_else(na, |b| format!("{:.2} MB", b as f64 / 1e6)),
+            "",
+        );
+        let j = &self.journal_write_ms;
+        row(
+            &format!(
+                "8. journal write ({} B record: pwrite + fdatasync)",
+                journal::RECORD_BYTES
+            ),
+            match (j.median(), j.pct(99.0), j.max()) {
+                (Some(p50), Some(p99), Some(hi)) => format!(
+                    "p50 {p50:.3} ms, p99 {p99:.3} ms (max {hi:.3}, n={})",
+                    j.len()
+                ),
+                _ => na(),
+            },
             "",
         );
         o
