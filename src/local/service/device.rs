@@ -52,9 +52,10 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 }
 
 /// Replies and notifications arrive back on the service's own `$aws/things/+/jobs/#`
-/// subscription; these last levels are never requests, so they are never answered (an
-/// `InvalidTopic` reply to a reply would loop forever).
-fn is_service_output(topic: &str) -> bool {
+/// subscription (from a broker without No Local for it); these last levels are never
+/// requests, so they are never answered (an `InvalidTopic` reply to a reply would loop
+/// forever).
+pub(super) fn is_service_output(topic: &str) -> bool {
     matches!(
         topic.rsplit('/').next(),
         Some("accepted" | "rejected" | "notify" | "notify-next")

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::dispatch;
 pub use super::command::{Command, Reply, ServiceHandle};
+use super::device::is_service_output;
 use super::{JobsService, Outbound};
 use crate::jobs::topics;
 use crate::jobs::wire;
@@ -168,6 +169,12 @@ async fn connection(
                 subscribed.send_replace(ok);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                // The embedded broker does not echo the service's own replies and
+                // notifications back to it; an external one does (MQTT 3.1.1 has no
+                // No Local). They are no requests: never let them take the queue's room.
+                if is_service_output(&p.topic) {
+                    continue;
+                }
                 // Never block the event loop (the service task may be waiting for it to
                 // drain publishes): when the service is saturated, refuse the request with
                 // the retryable RequestThrottled instead.
