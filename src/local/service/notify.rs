@@ -20,6 +20,13 @@ use crate::local::store::{ExecutionRecord, StoreError};
 #[derive(Debug, Default)]
 pub(super) struct PendingSnapshot(BTreeMap<String, Vec<ExecutionRecord>>);
 
+impl PendingSnapshot {
+    /// The pending list of `thing` when the snapshot was taken (empty if not captured).
+    pub(super) fn pending(&self, thing: &str) -> &[ExecutionRecord] {
+        self.0.get(thing).map_or(&[], Vec::as_slice)
+    }
+}
+
 impl JobsService {
     /// The pending lists of `things` now.
     pub(super) fn snapshot<I, S>(&self, things: I) -> Result<PendingSnapshot, StoreError>
@@ -94,7 +101,7 @@ impl JobsService {
             Some(e) => {
                 let doc = self
                     .store
-                    .get_job(&e.job_id)?
+                    .get_job_without_targets(&e.job_id)?
                     .map(|j| self.device_document(&j, now));
                 Some(render::execution(e, doc, now))
             }
