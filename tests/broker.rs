@@ -193,11 +193,21 @@ impl Setup {
     }
 
     async fn service(&self) -> Client {
+        self.connect_service(SERVICE_IDENTITY).await
+    }
+
+    /// A further session of the service identity (`iotjobs-local/service/<suffix>`).
+    async fn service_as(&self, suffix: &str) -> Client {
+        self.connect_service(&format!("{SERVICE_IDENTITY}/{suffix}"))
+            .await
+    }
+
+    async fn connect_service(&self, client_id: &str) -> Client {
         let tls = self
             .pki
             .client_tls_config(&self.pki.issue_service_cert().unwrap())
             .unwrap();
-        let mut c = connect(self.port, SERVICE_IDENTITY, Some(tls), true);
+        let mut c = connect(self.port, client_id, Some(tls), true);
         c.connected().await;
         c
     }
@@ -224,11 +234,15 @@ async fn jobs_topics_with_and_without_next_route_to_exact_and_wildcard_subscribe
     let s = Setup::new().await;
     let mut device = s.device("t1").await;
     let mut service = s.service().await;
+    // Another session of the service identity (like the benchmark's observer).
+    let mut observer = s.service_as("observer").await;
 
-    assert_eq!(
-        service.subscribe("$aws/things/+/jobs/#").await,
-        SubscribeReasonCode::Success(QoS::AtLeastOnce)
-    );
+    for c in [&mut service, &mut observer] {
+        assert_eq!(
+            c.subscribe("$aws/things/+/jobs/#").await,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        );
+    }
     for filter in [
         "$aws/things/t1/jobs/notify-next",
         "$aws/things/t1/jobs/$next/get/accepted",
@@ -252,14 +266,17 @@ async fn jobs_topics_with_and_without_next_route_to_exact_and_wildcard_subscribe
             device.message().await,
             (topic.to_string(), payload.to_string())
         );
-        // The service's own wildcard subscription sees it too, under the original topic.
+        // Another wildcard subscriber sees it too, under the original topic.
         assert_eq!(
-            service.message().await,
+            observer.message().await,
             (topic.to_string(), payload.to_string())
         );
     }
 
-    // Device -> service through `$aws/things/+/jobs/#`, including a `$next` level.
+    // Device -> service through `$aws/things/+/jobs/#`, including a `$next` level. The
+    // service's own publications above matched its wildcard too, but were not delivered
+    // back to it (No Local for the service's sessions): the first thing it receives is
+    // the device's request.
     for topic in [
         "$aws/things/t1/jobs/$next/get",
         "$aws/things/t1/jobs/start-next",
@@ -639,4 +656,54 @@ async fn stock_rmqtt_still_refuses_dollar_levels_after_the_first() {
         .unwrap();
     let matched = escaping.matches(id, &next.into()).await.unwrap();
     assert_eq!(matched.values().map(|rels| rels.len()).sum::<usize>(), 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_requests_waits_for_a_busy_service_instead_of_being_dropped() {
+    // More than a device session's queue (1,000) plus its in-flight window (16): requests
+    // the service has not read yet must wait in the broker, not be dropped.
+    const BURST: usize = 3000;
+    let s = Setup::new().await;
+    let mut device = s.device("t1").await;
+    let tls = s
+        .pki
+        .client_tls_config(&s.pki.issue_service_cert().unwrap())
+        .unwrap();
+    let mut opts = MqttOptions::new(SERVICE_IDENTITY, "127.0.0.1", s.port);
+    opts.set_keep_alive(Duration::from_secs(60));
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (service, mut eventloop) = AsyncClient::new(opts, 16);
+    service
+        .subscribe("$aws/things/+/jobs/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("no SUBACK");
+
+    // The service reads nothing while the burst arrives (each publish is PUBACKed by the
+    // broker, so all of them are in the broker's hands before the service reads one).
+    for i in 0..BURST {
+        device
+            .publish("$aws/things/t1/jobs/start-next", &format!("{i}"))
+            .await;
+    }
+    let mut got = Vec::with_capacity(BURST);
+    tokio::time::timeout(WAIT, async {
+        while got.len() < BURST {
+            if let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await.unwrap() {
+                got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the service got {} of {BURST} requests", got.len()));
+    let want: Vec<String> = (0..BURST).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "every request, in order");
 }

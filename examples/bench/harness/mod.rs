@@ -325,6 +325,24 @@ impl Report {
             "≥ 1,000/s",
         );
         row("6c. service RSS per thing", per_thing, "");
+        let cpu = match (s.service_cpu_ms, s.harness_cpu_ms) {
+            (Some(svc), Some(own)) if s.completed > 0 => {
+                let per_k = |ms: f64| ms / s.completed as f64;
+                format!(
+                    "service {:.1} s ({:.2} s per 1,000 executions), harness {:.1} s ({:.2} s per 1,000)",
+                    svc / 1000.0,
+                    per_k(svc),
+                    own / 1000.0,
+                    per_k(own)
+                )
+            }
+            _ => na(),
+        };
+        row(
+            "6d. CPU from the first CreateJob to the last SUCCEEDED",
+            cpu,
+            "",
+        );
         row(
             "7a. iotjobsd binary (stripped)",
             self.binary_bytes

@@ -31,6 +31,10 @@ pub struct ScaleFigures {
     pub executions_per_s: Option<f64>,
     pub service_before: Option<Mem>,
     pub service_connected: Option<Mem>,
+    /// CPU (user + system, ms) spent from the first CreateJob to the last SUCCEEDED by the
+    /// service process and by this process (the simulators, plus the control-plane client).
+    pub service_cpu_ms: Option<f64>,
+    pub harness_cpu_ms: Option<f64>,
 }
 
 enum SimEvent {
@@ -87,8 +91,14 @@ pub async fn run(opts: &Options, svc: &Arc<Service>, out: &mut ScaleFigures) -> 
         return Err(anyhow!("no simulator connected"));
     }
 
-    // One no-op job per thing, created in chunks of AWS's target limit.
+    // One no-op job per thing, created in chunks of AWS's target limit. (The line below
+    // lets a profiler attach to the service for this phase only.)
+    eprintln!(
+        "bench: scale: {} things connected (service pid {}); creating the jobs",
+        out.connected, svc.pid
+    );
     let doc = command_job("true");
+    let cpu0 = (mem::cpu_ms(svc.pid)?.0, mem::cpu_ms(std::process::id())?.0);
     let t0 = Instant::now();
     let chunks: Vec<Vec<String>> = arns
         .chunks(TARGETS_PER_JOB)
@@ -109,6 +119,9 @@ pub async fn run(opts: &Options, svc: &Arc<Service>, out: &mut ScaleFigures) -> 
             Ok(None) | Err(_) => break,
         }
     }
+    let cpu1 = (mem::cpu_ms(svc.pid)?.0, mem::cpu_ms(std::process::id())?.0);
+    out.service_cpu_ms = Some(cpu1.0 - cpu0.0);
+    out.harness_cpu_ms = Some(cpu1.1 - cpu0.1);
     if out.completed > 0 {
         out.executions_per_s = Some(out.completed as f64 / last.duration_since(t0).as_secs_f64());
     }

@@ -116,6 +116,17 @@ impl Handler for AclHooks {
                 });
                 (true, acc)
             }
+            Parameter::MessageDropped(to, _, publish, Reason::MessageQueueFull) => {
+                // rmqtt drops silently otherwise: a lost request or notification shows only
+                // as a device that waits for its next poll.
+                let client_id = to.as_ref().map_or("-", |id| &*id.client_id);
+                tracing::warn!(
+                    client_id,
+                    topic = %publish.topic,
+                    "message dropped: the session's queue is full"
+                );
+                (true, acc)
+            }
             Parameter::ClientDisconnected(s, reason) => {
                 let clean = is_clean_disconnect(reason);
                 self.emit(BrokerEvent::Disconnected {

@@ -7,7 +7,8 @@
 //!   the service identity may use everything; refusals are logged and reported as events,
 //! - the `$next` routing fix (`router`),
 //! - in-memory persistent sessions whose queued messages do not expire after rmqtt's
-//!   default 5 minutes.
+//!   default 5 minutes,
+//! - a deep queue for the service's sessions (`fitter`), which every request goes to.
 //!
 //! This module owns the broker's sockets and sessions. It does not speak the Jobs protocol:
 //! the Jobs service connects to it as an MQTT client with the service identity.
@@ -17,6 +18,7 @@
 //! chatter out of the service's log (our own refusals are logged at warn under this module).
 
 pub mod acl;
+mod fitter;
 mod hooks;
 pub mod router;
 
@@ -175,6 +177,8 @@ impl Broker {
             Some(scx.clone()),
         )));
 
+        *scx.extends.fitter_mgr_mut().await = Box::new(fitter::Fitters);
+
         let (events, _) = broadcast::channel(1024);
         let hooks = hooks::AclHooks {
             events: events.clone(),
@@ -188,6 +192,7 @@ impl Broker {
             Type::MessagePublishCheckAcl,
             Type::ClientConnected,
             Type::ClientDisconnected,
+            Type::MessageDropped,
         ] {
             register.add(typ, Box::new(hooks.clone())).await;
         }

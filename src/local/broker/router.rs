@@ -8,6 +8,15 @@
 //! The ACL (`acl.rs`) refuses client topics that contain [`ESCAPE`], so no client topic can
 //! alias an escaped one. Retained messages and shared subscriptions parse topics on their
 //! own and would need the same treatment; the embedded broker enables neither.
+//!
+//! The router also gives the service identity's sessions MQTT 5's "No Local": a message a
+//! service session publishes is not delivered back to that same session. The service
+//! subscribes to `$aws/things/+/jobs/#` (it must see every request, and unknown topics to
+//! answer `InvalidTopic`), which also matches every reply and notification it publishes;
+//! without this, each of those came back to it (three of every four messages it received
+//! during a fleet rollout), costing TLS, a PUBACK and a slot in its inbound queue. Its
+//! MQTT 3.1.1 client cannot ask for No Local itself. Other service-identity sessions (an
+//! observer) and devices, which MQTT 3.1.1 lets see their own publishes, are unaffected.
 
 use std::borrow::Cow;
 
@@ -19,6 +28,8 @@ use rmqtt::types::{
 };
 use rmqtt::utils::Counter;
 use rmqtt::Result;
+
+use super::acl::Identity;
 
 /// Replaces the leading `$` of levels after the first (U+E000, a private-use character).
 pub const ESCAPE: char = '\u{E000}';
@@ -57,10 +68,16 @@ impl Router for EscapingRouter {
     }
 
     async fn matches(&self, id: Id, topic: &TopicName) -> Result<SubRelationsMap> {
-        match escape(topic) {
-            Cow::Borrowed(_) => self.0.matches(id, topic).await,
-            Cow::Owned(escaped) => self.0.matches(id, &TopicName::from(escaped)).await,
+        let no_local = Identity::from_client_id(&id.client_id) == Some(Identity::Service);
+        let publisher = id.client_id.clone();
+        let mut relations = match escape(topic) {
+            Cow::Borrowed(_) => self.0.matches(id, topic).await?,
+            Cow::Owned(escaped) => self.0.matches(id, &TopicName::from(escaped)).await?,
+        };
+        if no_local {
+            drop_publisher(&mut relations, &publisher);
         }
+        Ok(relations)
     }
 
     async fn is_online(&self, node_id: NodeId, client_id: &str) -> bool {
@@ -110,6 +127,14 @@ impl Router for EscapingRouter {
     fn relations(&self) -> &AllRelationsMap {
         self.0.relations()
     }
+}
+
+/// Removes the publishing session's own subscriptions from a match result.
+fn drop_publisher(relations: &mut SubRelationsMap, publisher: &str) {
+    for subs in relations.values_mut() {
+        subs.retain(|(_, client_id, ..)| &**client_id != publisher);
+    }
+    relations.retain(|_, subs| !subs.is_empty());
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ impl JobsService {
         now: Timestamp,
         job_id: &str,
     ) -> Result<(), crate::local::store::StoreError> {
-        let Some(mut job) = self.store.get_job(job_id)? else {
+        let Some(mut job) = self.store.get_job_without_targets(job_id)? else {
             return Ok(());
         };
         if job.target_selection == TargetSelection::Snapshot

@@ -52,9 +52,10 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 }
 
 /// Replies and notifications arrive back on the service's own `$aws/things/+/jobs/#`
-/// subscription; these last levels are never requests, so they are never answered (an
-/// `InvalidTopic` reply to a reply would loop forever).
-fn is_service_output(topic: &str) -> bool {
+/// subscription (from a broker without No Local for it); these last levels are never
+/// requests, so they are never answered (an `InvalidTopic` reply to a reply would loop
+/// forever).
+pub(super) fn is_service_output(topic: &str) -> bool {
     matches!(
         topic.rsplit('/').next(),
         Some("accepted" | "rejected" | "notify" | "notify-next")
@@ -176,7 +177,8 @@ impl JobsService {
         }
         let before = self.snapshot([thing])?;
         let mut reply = StartNextPendingJobExecutionResponse::default();
-        if let Some(mut head) = self.store.pending_for_thing(thing)?.into_iter().next() {
+        // The snapshot is the pending list now: its head is what start-next starts.
+        if let Some(mut head) = before.pending(thing).first().cloned() {
             let applied = execution::apply_start_next(&head.exec, &req, now.secs())?;
             if applied.record != head.exec {
                 head.exec = applied.record;
@@ -184,7 +186,7 @@ impl JobsService {
             }
             let doc = self
                 .store
-                .get_job(&head.job_id)?
+                .get_job_without_targets(&head.job_id)?
                 .map(|j| self.device_document(&j, now));
             reply.execution = Some(render::execution(&head, doc, now));
         }
@@ -222,7 +224,7 @@ impl JobsService {
         if let Some(rec) = rec {
             let doc = if req.include_job_document.unwrap_or(true) {
                 self.store
-                    .get_job(&rec.job_id)?
+                    .get_job_without_targets(&rec.job_id)?
                     .map(|j| self.device_document(&j, now))
             } else {
                 None
@@ -267,7 +269,7 @@ impl JobsService {
         if req.include_job_document.unwrap_or(false) {
             reply.job_document = self
                 .store
-                .get_job(job_id)?
+                .get_job_without_targets(job_id)?
                 .map(|j| self.device_document(&j, now));
         }
         Ok((to_value(&reply), notes))

@@ -135,7 +135,7 @@ impl JobsService {
     /// A CONTINUOUS job that starts: its queue becomes the things its targets reach now.
     fn refresh_continuous_queue(&self, job: &JobRecord) -> Result<(), ServiceError> {
         let mut things = Vec::new();
-        for arn in &job.targets {
+        for arn in &self.store.job_targets(&job.job_id)? {
             // A group deleted while the job waited reaches nobody.
             if let Ok(t) = self.resolve_targets(std::slice::from_ref(arn)) {
                 things.extend(t);
@@ -221,7 +221,7 @@ impl JobsService {
         rec: &ExecutionRecord,
         report: &mut TickReport,
     ) -> Result<Vec<Outbound>, ServiceError> {
-        let Some(job) = self.store.get_job(&rec.job_id)? else {
+        let Some(job) = self.store.get_job_without_targets(&rec.job_id)? else {
             return Ok(Vec::new());
         };
         let lc = Lifecycle::of_stored(&job.job_id, &job.configs);
@@ -253,7 +253,7 @@ impl JobsService {
         self.settle_job(now, &rec.job_id)?;
         let mut messages = Vec::new();
         if !lc.abort.is_empty() {
-            if let Some(mut job) = self.store.get_job(&rec.job_id)? {
+            if let Some(mut job) = self.store.get_job_without_targets(&rec.job_id)? {
                 if job.status == JobStatus::InProgress {
                     let counts = self.store.finished_counts(&job.job_id)?;
                     if let Some(a) = abort::evaluate(&lc.abort, &counts) {

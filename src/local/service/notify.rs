@@ -5,7 +5,7 @@
 //!   terminal, removed or deleted); with `notify_on_start` also when a member changed status.
 //! - `notify-next` fires when the *identity* of the head (what `$next` returns) changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
@@ -19,6 +19,13 @@ use crate::local::store::{ExecutionRecord, StoreError};
 /// Pending lists of some things, in device order, taken before a change.
 #[derive(Debug, Default)]
 pub(super) struct PendingSnapshot(BTreeMap<String, Vec<ExecutionRecord>>);
+
+impl PendingSnapshot {
+    /// The pending list of `thing` when the snapshot was taken (empty if not captured).
+    pub(super) fn pending(&self, thing: &str) -> &[ExecutionRecord] {
+        self.0.get(thing).map_or(&[], Vec::as_slice)
+    }
+}
 
 impl JobsService {
     /// The pending lists of `things` now.
@@ -45,6 +52,8 @@ impl JobsService {
         before: &PendingSnapshot,
     ) -> Result<Vec<Outbound>, StoreError> {
         let mut out = Vec::new();
+        // A CreateJob notifies up to 100 things of the same job: read its document once.
+        let mut docs = HashMap::new();
         for (thing, old) in &before.0 {
             let new = self.store.pending_for_thing(thing)?;
             let ids = |l: &[ExecutionRecord]| {
@@ -69,7 +78,7 @@ impl JobsService {
             if old.first().map(|e| e.seq) != new.first().map(|e| e.seq) {
                 out.push(Outbound {
                     topic: topics::notify_next(thing),
-                    payload: self.notify_next_payload(new.first(), now)?,
+                    payload: self.notify_next_payload(new.first(), now, &mut docs)?,
                 });
             }
         }
@@ -85,17 +94,26 @@ impl JobsService {
         serde_json::to_value(ev).unwrap_or(Value::Null)
     }
 
+    /// `docs`: device documents already read during this change, by job id.
     fn notify_next_payload(
         &self,
         head: Option<&ExecutionRecord>,
         now: Timestamp,
+        docs: &mut HashMap<String, Option<Value>>,
     ) -> Result<Value, StoreError> {
         let execution = match head {
             Some(e) => {
-                let doc = self
-                    .store
-                    .get_job(&e.job_id)?
-                    .map(|j| self.device_document(&j, now));
+                let doc = match docs.get(&e.job_id) {
+                    Some(doc) => doc.clone(),
+                    None => {
+                        let doc = self
+                            .store
+                            .get_job_without_targets(&e.job_id)?
+                            .map(|j| self.device_document(&j, now));
+                        docs.insert(e.job_id.clone(), doc.clone());
+                        doc
+                    }
+                };
                 Some(render::execution(e, doc, now))
             }
             None => None,

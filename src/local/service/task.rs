@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::dispatch;
 pub use super::command::{Command, Reply, ServiceHandle};
+use super::device::is_service_output;
 use super::{JobsService, Outbound};
 use crate::jobs::topics;
 use crate::jobs::wire;
@@ -55,8 +56,16 @@ pub struct RunningService {
 /// Largest MQTT packet in either direction: a 32 KB document inside a reply, with room.
 const MAX_PACKET: usize = 256 * 1024;
 const COMMAND_QUEUE: usize = 256;
-const INCOMING_QUEUE: usize = 4096;
+/// Device requests waiting for the service task; beyond it they get `RequestThrottled`.
+/// A thing has one request in flight at a time, so a fleet's burst (every thing answering
+/// the same CreateJob's notifications) fits: a rejected request costs a reply and a
+/// retry, more work than waiting its turn.
+const INCOMING_QUEUE: usize = 16_384;
 const CLIENT_QUEUE: usize = 4096;
+/// QoS 1 publishes awaiting the broker's PUBACK (rumqttc's default is 100): replies and
+/// notifications to many things go out in bursts, and the service task waits while the
+/// window is full.
+const INFLIGHT: u16 = 1024;
 /// How often the scheduler runs on its own (a manual clock also runs it at each move).
 const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -121,6 +130,7 @@ fn options(b: &BrokerConnection) -> MqttOptions {
     let mut o = MqttOptions::new(&b.client_id, &b.host, b.port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    o.set_inflight(INFLIGHT);
     // A fresh session each time: the service resubscribes on every CONNACK and the
     // devices resynchronise themselves (they never rely on missed notifications).
     o.set_clean_session(true);
@@ -168,6 +178,12 @@ async fn connection(
                 subscribed.send_replace(ok);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                // The embedded broker does not echo the service's own replies and
+                // notifications back to it; an external one does (MQTT 3.1.1 has no
+                // No Local). They are no requests: never let them take the queue's room.
+                if is_service_output(&p.topic) {
+                    continue;
+                }
                 // Never block the event loop (the service task may be waiting for it to
                 // drain publishes): when the service is saturated, refuse the request with
                 // the retryable RequestThrottled instead.

@@ -49,7 +49,7 @@ impl Store {
         in_progress_timeout_minutes: Option<i64>,
         now: i64,
     ) -> Result<ExecutionRecord, StoreError> {
-        let latest: Option<i64> = self.conn.query_row(
+        let latest: Option<i64> = self.row(
             "SELECT MAX(execution_number) FROM job_executions
              WHERE job_id = ?1 AND thing_name = ?2",
             params![job_id, thing],
@@ -60,7 +60,7 @@ impl Store {
             in_progress_timeout_minutes,
             now,
         );
-        self.conn.execute(
+        self.exec(
             "INSERT INTO job_executions (job_id, thing_name, execution_number, status,
                  status_details, version_number, retry_attempt, queued_at, last_updated_at,
                  in_progress_timeout_minutes)
@@ -91,7 +91,7 @@ impl Store {
     /// Writes every mutable field of an execution (identified by `seq`).
     pub fn update_execution(&self, e: &ExecutionRecord) -> Result<(), StoreError> {
         let x = &e.exec;
-        self.conn.execute(
+        self.exec(
             "UPDATE job_executions SET status = ?2, status_details = ?3, version_number = ?4,
                  force_canceled = ?5, retry_attempt = ?6, started_at = ?7, last_updated_at = ?8,
                  in_progress_timeout_minutes = ?9, in_progress_deadline = ?10,
@@ -127,8 +127,7 @@ impl Store {
              ORDER BY e.execution_number DESC LIMIT 1"
         );
         Ok(self
-            .conn
-            .query_row(&sql, params![job_id, thing, number], exec_row)
+            .row(&sql, params![job_id, thing, number], exec_row)
             .optional()?)
     }
 
@@ -142,7 +141,7 @@ impl Store {
                AND j.status NOT IN ('SCHEDULED', 'DELETION_IN_PROGRESS')
              ORDER BY CASE e.status WHEN 'IN_PROGRESS' THEN 0 ELSE 1 END, e.queued_at, e.seq"
         );
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map([thing], exec_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -159,7 +158,7 @@ impl Store {
              WHERE e.job_id = ?1 AND (?2 IS NULL OR e.status = ?2)
              ORDER BY e.thing_name, e.execution_number"
         );
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map(params![job_id, status.as_ref().map(name_of)], exec_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -177,7 +176,7 @@ impl Store {
                AND (?3 IS NULL OR e.job_id = ?3)
              ORDER BY e.queued_at, e.seq"
         );
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map(
             params![thing, status.as_ref().map(name_of), job_id],
             exec_row,
@@ -197,7 +196,7 @@ impl Store {
                  WHERE x.job_id = e.job_id AND x.thing_name = e.thing_name)
              ORDER BY e.thing_name"
         );
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map([job_id], exec_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -226,12 +225,12 @@ impl Store {
         let sql = format!(
             "SELECT EXISTS(SELECT 1 FROM job_executions WHERE job_id = ?1 AND status IN {PENDING})"
         );
-        Ok(self.conn.query_row(&sql, [job_id], |r| r.get(0))?)
+        Ok(self.row(&sql, [job_id], |r| r.get(0))?)
     }
 
     /// Distinct things that have any execution of the job.
     pub fn things_of_job(&self, job_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare_cached(
             "SELECT DISTINCT thing_name FROM job_executions WHERE job_id = ?1 ORDER BY thing_name",
         )?;
         let rows = st.query_map([job_id], |r| r.get(0))?;
@@ -239,10 +238,7 @@ impl Store {
     }
 
     pub fn delete_execution(&self, seq: i64) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM job_executions WHERE seq = ?1", [seq])?
-            > 0)
+        Ok(self.exec("DELETE FROM job_executions WHERE seq = ?1", [seq])? > 0)
     }
 }
 
@@ -256,7 +252,7 @@ impl Store {
                AND (e.in_progress_deadline <= ?1 OR e.step_deadline <= ?1)
              ORDER BY e.seq"
         );
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map([now], exec_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -266,7 +262,7 @@ impl Store {
     /// Abort counters: per thing, the status of its latest *finished* attempt (a thing
     /// whose failure awaits a queued retry still counts as failed), by status.
     pub fn finished_counts(&self, job_id: &str) -> Result<StatusCounts, StoreError> {
-        let mut st = self.conn.prepare(&format!(
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT e.status FROM job_executions e
              WHERE e.job_id = ?1 AND e.status NOT IN {PENDING} AND e.execution_number = (
                  SELECT MAX(x.execution_number) FROM job_executions x

@@ -65,6 +65,9 @@ impl Store {
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every statement goes through the cache (`exec`, `row`, `prepare_cached`): parsing
+        // and planning SQL cost more than running it on the device-request path.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
         Ok(Store { conn })
     }
@@ -75,14 +78,11 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        self.conn
-            .execute_batch("SAVEPOINT atomic")
+        self.exec("SAVEPOINT atomic", [])
             .map_err(StoreError::from)?;
         match f(self) {
             Ok(v) => {
-                self.conn
-                    .execute_batch("RELEASE atomic")
-                    .map_err(StoreError::from)?;
+                self.exec("RELEASE atomic", []).map_err(StoreError::from)?;
                 Ok(v)
             }
             Err(e) => {
@@ -95,6 +95,25 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// `Connection::execute` through the prepared-statement cache.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
+    /// `Connection::query_row` through the prepared-statement cache.
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Distinct statements the store uses, with room (a full cache evicts the oldest).
+const STATEMENT_CACHE: usize = 96;
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     // Serializing maps of strings and `serde_json::Value`s cannot fail.

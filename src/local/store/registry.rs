@@ -33,7 +33,7 @@ fn group_row(r: &Row<'_>) -> rusqlite::Result<ThingGroupRecord> {
 
 impl Store {
     pub fn insert_thing(&self, t: &ThingRecord) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO things (name, thing_id, thing_type, attributes, version, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -50,26 +50,23 @@ impl Store {
 
     pub fn get_thing(&self, name: &str) -> Result<Option<ThingRecord>, StoreError> {
         let sql = format!("SELECT {THING_COLS} FROM things WHERE name = ?1");
-        Ok(self.conn.query_row(&sql, [name], thing_row).optional()?)
+        Ok(self.row(&sql, [name], thing_row).optional()?)
     }
 
     pub fn list_things(&self) -> Result<Vec<ThingRecord>, StoreError> {
         let sql = format!("SELECT {THING_COLS} FROM things ORDER BY name");
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map([], thing_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Deletes a thing and its group memberships. Its executions stay (as history).
     pub fn delete_thing(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM things WHERE name = ?1", [name])?
-            > 0)
+        Ok(self.exec("DELETE FROM things WHERE name = ?1", [name])? > 0)
     }
 
     pub fn insert_group(&self, g: &ThingGroupRecord) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO thing_groups
                (name, group_id, parent, description, attributes, version, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -88,12 +85,12 @@ impl Store {
 
     pub fn get_group(&self, name: &str) -> Result<Option<ThingGroupRecord>, StoreError> {
         let sql = format!("SELECT {GROUP_COLS} FROM thing_groups WHERE name = ?1");
-        Ok(self.conn.query_row(&sql, [name], group_row).optional()?)
+        Ok(self.row(&sql, [name], group_row).optional()?)
     }
 
     pub fn list_groups(&self) -> Result<Vec<ThingGroupRecord>, StoreError> {
         let sql = format!("SELECT {GROUP_COLS} FROM thing_groups ORDER BY name");
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map([], group_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -101,19 +98,16 @@ impl Store {
     /// Deletes a group and its memberships. Child groups are detached (become roots), as
     /// they would otherwise point at a missing parent.
     pub fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
-        self.conn.execute(
+        self.exec(
             "UPDATE thing_groups SET parent = NULL WHERE parent = ?1",
             [name],
         )?;
-        Ok(self
-            .conn
-            .execute("DELETE FROM thing_groups WHERE name = ?1", [name])?
-            > 0)
+        Ok(self.exec("DELETE FROM thing_groups WHERE name = ?1", [name])? > 0)
     }
 
     /// Adds `thing` to `group`; false when it already was a member.
     pub fn add_member(&self, group: &str, thing: &str, now: Timestamp) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "INSERT OR IGNORE INTO group_members (group_name, thing_name, added_at)
              VALUES (?1, ?2, ?3)",
             params![group, thing, now.millis()],
@@ -122,7 +116,7 @@ impl Store {
 
     /// Removes `thing` from `group`; false when it was not a member.
     pub fn remove_member(&self, group: &str, thing: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "DELETE FROM group_members WHERE group_name = ?1 AND thing_name = ?2",
             params![group, thing],
         )? > 0)
@@ -130,7 +124,7 @@ impl Store {
 
     /// Groups `thing` is a direct member of, by name.
     pub fn groups_of_thing(&self, thing: &str) -> Result<Vec<String>, StoreError> {
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare_cached(
             "SELECT group_name FROM group_members WHERE thing_name = ?1 ORDER BY group_name",
         )?;
         let rows = st.query_map([thing], |r| r.get(0))?;
@@ -147,7 +141,7 @@ impl Store {
             return Ok(vec![group.to_owned()]);
         }
         // UNION (not UNION ALL) stops on a parent cycle instead of looping forever.
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare_cached(
             "WITH RECURSIVE sub(name) AS (
                  SELECT ?1
                  UNION
@@ -178,7 +172,7 @@ impl Store {
         let groups = self.group_and_descendants(group, recursive)?;
         let mut st = self
             .conn
-            .prepare("SELECT thing_name FROM group_members WHERE group_name = ?1")?;
+            .prepare_cached("SELECT thing_name FROM group_members WHERE group_name = ?1")?;
         let mut out = Vec::new();
         for g in &groups {
             let rows = st.query_map([g], |r| r.get::<_, String>(0))?;

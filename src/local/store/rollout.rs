@@ -8,12 +8,12 @@ use super::{Store, StoreError};
 impl Store {
     /// Appends things to a job's rollout queue (already queued ones keep their place).
     pub fn add_rollout<S: AsRef<str>>(&self, job_id: &str, things: &[S]) -> Result<(), StoreError> {
-        let next: i64 = self.conn.query_row(
+        let next: i64 = self.row(
             "SELECT COALESCE(MAX(position) + 1, 0) FROM job_rollout WHERE job_id = ?1",
             [job_id],
             |r| r.get(0),
         )?;
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO job_rollout (job_id, thing_name, position) VALUES (?1, ?2, ?3)",
         )?;
         for (i, t) in things.iter().enumerate() {
@@ -28,7 +28,7 @@ impl Store {
         job_id: &str,
         limit: Option<i64>,
     ) -> Result<Vec<String>, StoreError> {
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare_cached(
             "SELECT thing_name FROM job_rollout WHERE job_id = ?1 ORDER BY position LIMIT ?2",
         )?;
         let rows = st.query_map(params![job_id, limit.unwrap_or(-1)], |r| r.get(0))?;
@@ -36,7 +36,7 @@ impl Store {
     }
 
     pub fn rollout_len(&self, job_id: &str) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row(
+        Ok(self.row(
             "SELECT COUNT(*) FROM job_rollout WHERE job_id = ?1",
             [job_id],
             |r| r.get(0),
@@ -44,7 +44,7 @@ impl Store {
     }
 
     pub fn remove_rollout(&self, job_id: &str, thing: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "DELETE FROM job_rollout WHERE job_id = ?1 AND thing_name = ?2",
             params![job_id, thing],
         )? > 0)
@@ -52,16 +52,12 @@ impl Store {
 
     /// Takes a thing out of every rollout queue (the thing is deleted).
     pub fn remove_thing_from_rollouts(&self, thing: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM job_rollout WHERE thing_name = ?1", [thing])?)
+        Ok(self.exec("DELETE FROM job_rollout WHERE thing_name = ?1", [thing])?)
     }
 
     /// Empties a job's rollout queue; returns how many things it held.
     pub fn clear_rollout(&self, job_id: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM job_rollout WHERE job_id = ?1", [job_id])?)
+        Ok(self.exec("DELETE FROM job_rollout WHERE job_id = ?1", [job_id])?)
     }
 
     /// First executions (not retries) of a job queued after `since` (epoch seconds,
@@ -71,7 +67,7 @@ impl Store {
         job_id: &str,
         since: Option<i64>,
     ) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row(
+        Ok(self.row(
             "SELECT COUNT(*) FROM job_executions
              WHERE job_id = ?1 AND retry_attempt = 0 AND (?2 IS NULL OR queued_at > ?2)",
             params![job_id, since],

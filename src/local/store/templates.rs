@@ -21,7 +21,7 @@ const COLS: &str = "template_id, description, document, document_source, configs
 
 impl Store {
     pub fn insert_template(&self, t: &JobTemplateRecord) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO job_templates
                (template_id, description, document, document_source, configs, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -39,21 +39,18 @@ impl Store {
 
     pub fn get_template(&self, id: &str) -> Result<Option<JobTemplateRecord>, StoreError> {
         let sql = format!("SELECT {COLS} FROM job_templates WHERE template_id = ?1");
-        Ok(self.conn.query_row(&sql, [id], template_row).optional()?)
+        Ok(self.row(&sql, [id], template_row).optional()?)
     }
 
     /// All templates, oldest first.
     pub fn list_templates(&self) -> Result<Vec<JobTemplateRecord>, StoreError> {
         let sql = format!("SELECT {COLS} FROM job_templates ORDER BY created_at, template_id");
-        let mut st = self.conn.prepare(&sql)?;
+        let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map([], template_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM job_templates WHERE template_id = ?1", [id])?
-            > 0)
+        Ok(self.exec("DELETE FROM job_templates WHERE template_id = ?1", [id])? > 0)
     }
 }
