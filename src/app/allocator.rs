@@ -3,17 +3,19 @@
 //! but the daemon itself (steps get an environment built from scratch by the sandbox).
 //!
 //! Why: measured with the benchmark harness (issue 9, figure 2b), the daemon's heap grew
-//! by ~230 KiB over its first jobs and then stayed there. heaptrack showed the live heap
-//! growing by only ~30 KB; the rest was glibc's per-thread cache (tcache): up to seven
-//! freed chunks per size class up to 1 KiB are kept outside the arena, so they neither
+//! by ~230 KiB over its first jobs and then stayed there (a plateau, not a leak: +232 KiB
+//! after 1,201 jobs, +256 KiB after 5,001). heaptrack showed the live heap growing by
+//! only ~20-30 KB; the rest was glibc's per-thread cache (tcache): up to seven freed
+//! chunks per size class up to 1 KiB are kept outside the arena, so they neither
 //! coalesce nor get reused for other sizes, and each job's short-lived allocations of
-//! many sizes push the heap's high-water mark up. With `glibc.malloc.tcache_count=0`
-//! the growth after 1,201 jobs was ~+90 KiB instead of ~+230 KiB. The cache cannot be
-//! turned off from inside a running process (no `mallopt` for it; tunables are read once
-//! by the dynamic loader), so `iotjobsd run` re-executes itself once with the tunable
-//! added, before it starts any thread or opens anything. The cost is one `execve` at
-//! start-up and a lock instead of a thread-local list per allocation, which the
-//! daemon's allocation rate (hundreds per job) does not notice.
+//! many sizes push the heap's high-water mark up. With `glibc.malloc.tcache_count=0` the
+//! growth after 1,201 jobs was ~+100 KiB, and with [`release_free_heap`] when the daemon
+//! goes idle ~+60 KiB. The cache cannot be turned off from inside a running process (no
+//! `mallopt` for it; tunables are read once, when the image starts), so `iotjobsd run`
+//! re-executes itself once with the tunable added, before the log writer thread, the
+//! lock or the connection exist. Cost (callgrind, 121 jobs): malloc and free take ~70k
+//! more instructions per job, ~2% of the daemon's instructions; plus one `execve` at
+//! start-up.
 
 use std::ffi::{OsStr, OsString};
 
