@@ -316,3 +316,61 @@ fn without_root_ca_the_system_trust_store_is_used() {
     assert!(wait_exit(daemon, "iotjobsd").success());
     rt.block_on(broker.shutdown());
 }
+
+/// The glibc tunables in the environment the running daemon image was started with
+/// (/proc/PID/environ). glibc may rewrite that block in place while parsing it (2.36
+/// turns the `:` between tunables into NULs), so settings are collected wherever they are.
+fn tunables_of(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .flat_map(|v| {
+            v.trim_start_matches("GLIBC_TUNABLES=")
+                .split(':')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| v.starts_with("glibc."))
+        .collect()
+}
+
+/// Memory growth (BENCHMARKS.md, figure 2b): `iotjobsd run` re-executes itself once with
+/// glibc's per-thread malloc cache off, keeping its PID (systemd's MainPID) and the
+/// operator's own tunables; an operator's own cache size is left alone.
+#[test]
+fn runs_with_glibcs_per_thread_cache_off_under_the_same_pid() {
+    let ca = TestCa::new();
+    // No broker: READY=1 does not wait for the network.
+    let device = Device::new(&ca, tempfile::tempdir().unwrap(), "gw-3", free_port());
+    let cases: [(Option<&str>, &[&str]); 3] = [
+        (None, &["glibc.malloc.tcache_count=0"]),
+        (
+            Some("glibc.malloc.arena_max=2"),
+            &["glibc.malloc.arena_max=2", "glibc.malloc.tcache_count=0"],
+        ),
+        (
+            Some("glibc.malloc.tcache_count=3"),
+            &["glibc.malloc.tcache_count=3"],
+        ),
+    ];
+    for (given, expected) in cases {
+        let (socket, socket_path) = notify_socket(device.dir.path());
+        let mut cmd = device.command();
+        cmd.env("NOTIFY_SOCKET", &socket_path);
+        match given {
+            Some(value) => cmd.env("GLIBC_TUNABLES", value),
+            None => cmd.env_remove("GLIBC_TUNABLES"),
+        };
+        let mut daemon = cmd.spawn().unwrap();
+        let _output = capture(&mut daemon);
+        let mut notes = Vec::new();
+        // Sent by the re-executed image: the spawned PID is still the daemon.
+        wait_notify(&socket, "READY=1", &mut notes);
+        assert_eq!(tunables_of(daemon.id()), expected, "given {given:?}");
+        kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM).unwrap();
+        let status = wait_exit(daemon, "iotjobsd after SIGTERM");
+        assert!(status.success(), "exit status {status:?}");
+        drop(socket);
+        std::fs::remove_file(&socket_path).unwrap();
+    }
+}

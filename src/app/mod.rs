@@ -2,7 +2,8 @@
 //! single-instance lock) and wires the long-lived tasks together over channels.
 //! It must not speak MQTT or run handlers itself.
 //!
-//! Start-up: configuration (every problem printed, exit 78 = EX_CONFIG when invalid) → logging →
+//! Start-up: configuration (every problem printed, exit 78 = EX_CONFIG when invalid) → one
+//! re-execution with glibc's per-thread malloc cache off (see `allocator`) → logging →
 //! lock → tokio runtime (current_thread: one device agent needs no thread pool) → MQTT
 //! connection task → services → `READY=1` (without waiting for the network, so boot
 //! is not held up by a missing uplink). Shutdown on SIGTERM/SIGINT: `STOPPING=1`,
@@ -14,6 +15,7 @@
 //! with the MQTT handle, an event receiver created before the first connection, and a
 //! shutdown token.
 
+mod allocator;
 mod lock;
 mod notify;
 
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use allocator::release_free_heap;
 pub use lock::{InstanceLock, LockError, LOCK_FILE};
 pub use notify::{status_line, watchdog_interval, Notifier};
 
@@ -98,6 +101,8 @@ pub fn run_command(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
+    // Before the log writer thread or anything else exists: the image is replaced.
+    allocator::reexec_without_tcache();
     let logging = crate::logging::init(&config.log, global.verbose)?;
     let services = if config.jobs.enabled {
         vec![crate::jobs::task::service()]

@@ -367,6 +367,10 @@ impl JobsTask {
                 }
             }
             Action::ArmTimer { id, after } => {
+                if id.kind == TimerKind::Poll {
+                    // Armed only when no job is pending: idle until the next one.
+                    crate::app::release_free_heap();
+                }
                 let tx = self.internal_tx.clone();
                 let timer = tokio::spawn(async move {
                     tokio::time::sleep(after).await;
