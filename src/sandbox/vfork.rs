@@ -112,12 +112,16 @@ pub(super) fn spawn(plan: &ExecPlan) -> io::Result<VforkChild> {
     let devnull = above_stdio(unsafe { OwnedFd::from_raw_fd(devnull) })?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    // Registered before the child exists, so nothing can fail between its start and
+    // handing it over except `watch`, which stops it.
+    let (stdout, stderr) = (nonblocking_receiver(out_r)?, nonblocking_receiver(err_r)?);
     let ctx = ChildCtx {
         plan,
         stdio: [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
         errno: AtomicI32::new(0),
     };
-    let mut stack = vec![0u8; CHILD_STACK];
+    // Only the child writes it (its stack), so it needs no initialising.
+    let mut stack: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(CHILD_STACK);
     // SAFETY: the stack grows down from its (16-byte aligned) end and outlives the
     // child's use of it (CLONE_VFORK: we resume only after exec or exit). All signals
     // are blocked around the clone so no handler of the daemon runs on the child's
@@ -165,8 +169,8 @@ pub(super) fn spawn(plan: &ExecPlan) -> io::Result<VforkChild> {
         pid,
         pidfd: Some(pidfd),
         status: None,
-        stdout: Some(nonblocking_receiver(out_r)?),
-        stderr: Some(nonblocking_receiver(err_r)?),
+        stdout: Some(stdout),
+        stderr: Some(stderr),
     })
 }
 
