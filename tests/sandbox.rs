@@ -817,6 +817,37 @@ async fn working_directory_umask_and_session() {
 }
 
 #[tokio::test]
+async fn signals_ignored_or_blocked_by_the_daemon_are_reset_for_the_step() {
+    // SIGHUP ignored process-wide (harmless for the other tests) and SIGUSR2 blocked on
+    // this (the spawning) thread: a step must start with neither, on every spawn path.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let fx = Fixture::new();
+    let out = run(
+        &fx.sandbox(),
+        &request(command(&[
+            "grep",
+            "-E",
+            "^Sig(Blk|Ign)",
+            "/proc/self/status",
+        ])),
+    )
+    .await;
+    assert!(out.succeeded(), "{}", out.stderr_tail);
+    let lines: Vec<&str> = out.stdout_tail.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout_tail);
+    for line in lines {
+        let mask = line.split_whitespace().nth(1).unwrap();
+        assert!(mask.chars().all(|c| c == '0'), "{line}");
+    }
+}
+
+#[tokio::test]
 async fn rlimits_are_applied() {
     let fx = Fixture::new();
     let mut cfg = fx.config();

@@ -26,6 +26,7 @@ mod resolve;
 mod run;
 mod spawn;
 mod user;
+mod vfork;
 mod workdir;
 
 use std::path::PathBuf;

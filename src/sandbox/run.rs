@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncRead;
-use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +17,7 @@ use super::kill;
 use super::outcome::{StepOutcome, Termination};
 use super::output::{self, Capture, LineSink, LogContext, Stream};
 use super::resolve::io_reason;
-use super::spawn::ExecPlan;
+use super::spawn::{ExecPlan, StepChild};
 use super::user::{self, Target};
 use super::workdir;
 use super::Sandbox;
@@ -67,9 +66,8 @@ impl Sandbox {
                 return StepOutcome::not_started(err);
             }
         };
-        // The id is only None once the child has been reaped, which cannot have happened
-        // yet; 0 then disables every group signal (see kill.rs).
-        let pgid = child.id().map(|id| id as i32).unwrap_or_default();
+        // The child has not been reaped yet, so this is its pid (= its group).
+        let pgid = child.id();
         tracing::info!(pgid, program = %program.display(), user = %user, timeout_s = req.timeout.as_secs_f64(), "step started");
 
         let stop_readers = CancellationToken::new();
@@ -84,14 +82,14 @@ impl Sandbox {
             step_index: req.step_index,
         });
         let out_task = spawn_reader(
-            child.stdout.take(),
+            child.take_stdout(),
             Stream::Stdout,
             &ctx,
             &sink,
             &stop_readers,
         );
         let err_task = spawn_reader(
-            child.stderr.take(),
+            child.take_stderr(),
             Stream::Stderr,
             &ctx,
             &sink,
@@ -167,7 +165,7 @@ impl Sandbox {
     /// process in the step's group behind.
     async fn supervise(
         &self,
-        child: &mut Child,
+        child: &mut StepChild,
         pgid: i32,
         req: &StepRequest,
         cancel: &CancellationToken,

@@ -1,7 +1,8 @@
 //! Process creation. Everything the child needs (argv, environment, directory, ids,
 //! limits) is turned into C strings and arrays in the parent by [`ExecPlan::new`]; the
-//! code that runs in the forked child ([`child_exec`]) only makes async-signal-safe
-//! system calls and never allocates, because the parent is multi-threaded.
+//! code that runs in the child ([`child_exec`]) only makes async-signal-safe system
+//! calls and never allocates, because the parent is multi-threaded (and, on the vfork
+//! path, shares its memory with the child).
 //!
 //! The child execs the program itself with `execve` instead of letting the standard
 //! library call `execvp`, so that the shebang-less fallback (`ENOEXEC` → `/bin/sh`,
@@ -9,12 +10,16 @@
 
 use std::ffi::{c_char, CString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::net::unix::pipe;
 
 use super::error::SandboxError;
 use super::user::Target;
+use super::vfork::{self, VforkChild};
 
 const SHELL: &str = "/bin/sh";
 /// The step's umask: files it creates are not group- or world-writable.
@@ -109,9 +114,19 @@ impl ExecPlan {
         })
     }
 
-    /// Forks and execs. stdin is /dev/null, stdout and stderr are pipes. An error from
-    /// any step in the child (setuid, chdir, execve...) is returned here.
-    pub fn spawn(self) -> io::Result<tokio::process::Child> {
+    /// Starts the step. stdin is /dev/null, stdout and stderr are pipes. An error from
+    /// any step in the child (setuid, chdir, execve...) is returned here. Without a user
+    /// switch the cheap vfork-like path is taken (`vfork.rs`); a switch forks.
+    pub fn spawn(self) -> io::Result<StepChild> {
+        if self.switch.is_none() && vfork::available() {
+            return vfork::spawn(&self).map(StepChild::Vforked);
+        }
+        self.fork().map(StepChild::Forked)
+    }
+
+    /// Forks and execs through the standard library (which forks because of the
+    /// `pre_exec` closure).
+    fn fork(self) -> io::Result<tokio::process::Child> {
         let mut cmd = tokio::process::Command::new(&self.program_path);
         cmd.env_clear()
             .stdin(Stdio::null())
@@ -135,22 +150,75 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Runs in the child between fork and exec. Returns only on failure.
-fn child_exec(plan: &ExecPlan) -> io::Result<()> {
+/// A started step's main process, from either spawn path.
+#[derive(Debug)]
+pub(crate) enum StepChild {
+    Forked(tokio::process::Child),
+    Vforked(VforkChild),
+}
+
+impl StepChild {
+    /// The process id, which is also the step's process group and session id; 0 once
+    /// reaped (0 disables every group signal, see kill.rs).
+    pub fn id(&self) -> i32 {
+        match self {
+            StepChild::Forked(child) => child.id().map(|id| id as i32).unwrap_or_default(),
+            StepChild::Vforked(child) => child.id(),
+        }
+    }
+
+    pub fn take_stdout(&mut self) -> Option<pipe::Receiver> {
+        match self {
+            StepChild::Forked(child) => receiver(child.stdout.take()?.into_owned_fd()),
+            StepChild::Vforked(child) => child.stdout.take(),
+        }
+    }
+
+    pub fn take_stderr(&mut self) -> Option<pipe::Receiver> {
+        match self {
+            StepChild::Forked(child) => receiver(child.stderr.take()?.into_owned_fd()),
+            StepChild::Vforked(child) => child.stderr.take(),
+        }
+    }
+
+    /// Waits for the main process to exit. Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            StepChild::Forked(child) => child.wait().await,
+            StepChild::Vforked(child) => child.wait().await,
+        }
+    }
+}
+
+fn receiver(fd: io::Result<OwnedFd>) -> Option<pipe::Receiver> {
+    fd.and_then(pipe::Receiver::from_owned_fd).ok()
+}
+
+/// Runs in the child between fork (or clone) and exec. Returns only on failure.
+pub(super) fn child_exec(plan: &ExecPlan) -> io::Result<()> {
     // SAFETY: plain system calls on valid, NUL-terminated data owned by `plan`.
     unsafe {
         // Start from default signal handling: an ignored SIGTERM or a blocked mask
         // would otherwise survive exec and make the handler unkillable by SIGTERM.
+        // Dispositions first: the vfork path clones with every signal blocked, and a
+        // handler of the daemon must never run in the child.
+        // Every signal, real-time ones included; the raw system call because the C
+        // library refuses the two it reserves for its threads (32, 33).
+        let dfl = KernelSigaction::default();
+        for sig in 1..=KERNEL_NSIG {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    std::mem::size_of::<u64>(),
+                );
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
-        }
 
         // Own session and process group: the whole step can be signalled as a group
         // and it has no controlling terminal.
@@ -184,6 +252,20 @@ fn child_exec(plan: &ExecPlan) -> io::Result<()> {
         }
         Err(err)
     }
+}
+
+/// Highest signal number of the kernel (`_NSIG`).
+const KERNEL_NSIG: libc::c_int = 64;
+
+/// The kernel's `struct sigaction` (not the C library's); all zero is SIG_DFL with no
+/// flags and an empty mask.
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

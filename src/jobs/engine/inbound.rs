@@ -115,7 +115,7 @@ impl Engine {
         if !self.claim_reply(Slot::StartNext, reply.client_token.as_deref(), out) {
             return;
         }
-        self.state.start_next = None;
+        let asked_during = self.state.start_next.take().and_then(|req| req.body);
         let current = self.state.job.as_ref().map(|job| job.key.clone());
         match (reply.execution, current) {
             (None, None) => {
@@ -126,10 +126,26 @@ impl Engine {
                 );
                 self.arm_timer(TimerKind::Poll, self.cfg.poll_interval, out);
             }
+            // Our terminal status was applied before the start-next (or the job was
+            // taken away): the status reply tells which, and clearing the job asks again.
+            (None, Some(_)) if self.current_finished() => {}
             (None, Some(_)) => self.confirm("start-next shows nothing pending", out),
             (Some(execution), None) => {
                 let key = ExecKey::of(&execution);
-                if self.state.recent.contains(&key) {
+                if asked_during.as_ref() == Some(&key) {
+                    // Asked while this execution was ours and answered before its end
+                    // was applied: it is over locally, so ask again (once: the new
+                    // request is not tied to a job, so a repeat is taken as below).
+                    out.log(
+                        LogLevel::Debug,
+                        Some(&key.job_id),
+                        format!(
+                            "start-next answered with job {} from before its final status was applied; asking again",
+                            key.job_id
+                        ),
+                    );
+                    self.state.work_hinted = true;
+                } else if self.state.recent.contains(&key) {
                     out.log(
                         LogLevel::Info,
                         Some(&key.job_id),
@@ -152,6 +168,27 @@ impl Engine {
                     self.start_job(execution, out);
                 }
             }
+            (Some(execution), Some(current)) if self.current_finished() => {
+                if ExecKey::of(&execution) == current {
+                    // The pipelined start-next overtook our terminal status: the service
+                    // still has the execution IN_PROGRESS. Never run it again; clearing the
+                    // job once the status is answered asks start-next again.
+                    out.log(
+                        LogLevel::Debug,
+                        Some(&current.job_id),
+                        format!(
+                            "start-next answered before the final status of job {} was applied; asking again once it is answered",
+                            current.job_id
+                        ),
+                    );
+                } else if execution.status.is_terminal()
+                    || self.state.recent.contains(&ExecKey::of(&execution))
+                {
+                    // Not work for us (and not a reason to doubt the current job).
+                } else {
+                    self.park(execution, out);
+                }
+            }
             (Some(execution), Some(current)) => {
                 if ExecKey::of(&execution) == current
                     && execution.status == JobExecutionStatus::InProgress
@@ -167,6 +204,10 @@ impl Engine {
                 }
             }
         }
+    }
+
+    fn current_finished(&self) -> bool {
+        self.state.job.as_ref().is_some_and(|job| job.is_finished())
     }
 
     /// The service confirmed a restored job is still ours and IN_PROGRESS.
@@ -399,6 +440,9 @@ impl Engine {
             }
             (None, None) => {}
             (Some(current), Some(execution)) if ExecKey::of(&execution) == current => {}
+            // Once our terminal status is out, the next job (or none) showing up is what
+            // its application looks like; the status reply decides how the job ends.
+            (Some(_), _) if self.current_finished() => {}
             (Some(_), Some(execution)) => self.confirm(
                 &format!("notify-next names another job, {}", execution.job_id),
                 out,
@@ -428,7 +472,7 @@ impl Engine {
                     self.state.work_hinted = true;
                 }
             }
-            Some((_, JobRun::Revoked)) => {}
+            Some((_, JobRun::Revoked | JobRun::Finished)) => {}
             Some((current, _)) => {
                 if !listed.any(|key| key == current) {
                     self.confirm("notify no longer lists it", out);

@@ -66,6 +66,12 @@ impl ActiveJob {
         !self.is_revoked()
     }
 
+    /// Done locally: only the answer to its terminal status is awaited, and that answer
+    /// (not a notification or a start-next reply) decides how the job ends.
+    pub fn is_finished(&self) -> bool {
+        self.run == JobRun::Finished
+    }
+
     /// The terminal status this job reports (queued or already sent), if it has one.
     fn terminal_status(&self, in_flight: Option<&StatusUpdate>) -> Option<JobExecutionStatus> {
         self.outbox
@@ -342,10 +348,43 @@ impl Engine {
         self.state.describe = Some(Request::new(job.key.clone()));
     }
 
+    /// A pipelined start-next answered with the next execution while the current job's
+    /// terminal status was unanswered: keep it until that job is over.
+    pub(super) fn park(&mut self, execution: JobExecution, out: &mut Out) {
+        out.log(
+            LogLevel::Debug,
+            Some(&execution.job_id),
+            format!(
+                "job {} (execution {}) is next; it starts once the final status of the current job is answered",
+                execution.job_id, execution.execution_number
+            ),
+        );
+        self.state.parked = Some(execution);
+    }
+
+    /// Starts the parked execution once no job is current. One that was handled since it
+    /// was parked is dropped (the start-next reply was older than that job's end).
+    pub(super) fn start_parked(&mut self, out: &mut Out) {
+        if self.state.job.is_some() {
+            return;
+        }
+        let Some(execution) = self.state.parked.take() else {
+            return;
+        };
+        if self.state.recent.contains(&ExecKey::of(&execution)) {
+            return;
+        }
+        self.start_job(execution, out);
+    }
+
     /// Forgets the current job (remembering it as handled) and looks for the next one at
-    /// once rather than wait for a notify-next.
+    /// once rather than wait for a notify-next, unless a start-next (pipelined behind the
+    /// terminal status) is already outstanding: its answer is the next job, or none, or
+    /// this job again if it overtook the status, which `on_start_next_accepted` re-asks.
     pub(super) fn clear_job(&mut self, out: &mut Out) {
-        self.state.work_hinted = true;
+        if self.state.start_next.is_none() {
+            self.state.work_hinted = true;
+        }
         self.drop_requests(out);
         self.cancel_timer(TimerKind::Heartbeat, out);
         self.cancel_timer(TimerKind::ProgressCooldown, out);

@@ -39,6 +39,7 @@ use crate::jobs::document::HostFacts;
 use crate::jobs::document::JobPlan;
 use crate::jobs::runner::{StepOutcome, StepRequest};
 use crate::jobs::topics;
+use crate::jobs::wire::JobExecution;
 use outgoing::slot_name;
 
 pub use job::{ActiveJob, ExecKey, JobRun};
@@ -170,7 +171,10 @@ pub struct EngineState {
     pub connected: bool,
     pub entropy: Entropy,
     pub timers: Timers,
-    pub start_next: Option<Request<()>>,
+    /// Carries the execution that was current when it was sent (if any): an answer
+    /// naming that execution may predate its end and is not taken as the service's last
+    /// word once the job is over. (Journals written with `()` here read back as `None`.)
+    pub start_next: Option<Request<Option<ExecKey>>>,
     pub describe: Option<Request<ExecKey>>,
     pub update: Option<Request<StatusUpdate>>,
     pub job: Option<ActiveJob>,
@@ -185,6 +189,12 @@ pub struct EngineState {
     /// step must not run again yet.
     #[serde(default)]
     pub unconfirmed: bool,
+    /// An execution a pipelined start-next handed us while the current job's terminal
+    /// status was still unanswered: the service has already started it, so it runs as
+    /// soon as the current job is over. Not journalled: after a restart the resync
+    /// start-next returns it again (it is IN_PROGRESS for us).
+    #[serde(skip)]
+    pub parked: Option<JobExecution>,
 }
 
 /// The engine: configuration, state and the parsed plan of the current job.
@@ -230,6 +240,7 @@ impl Engine {
             resync: false,
             work_hinted: false,
             unconfirmed: false,
+            parked: None,
         };
         Engine {
             cfg,
@@ -256,6 +267,7 @@ impl Engine {
             req.state = RequestState::Unsent;
         }
         state.unconfirmed = false;
+        state.parked = None;
         let plan = match &mut state.job {
             Some(job) => {
                 if let JobRun::Running { step_running, .. } = &mut job.run {
@@ -349,6 +361,7 @@ impl Engine {
             Input::TimerFired(id) => self.on_timer(id, &mut out),
             Input::StepFinished(outcome) => self.on_step_finished(outcome, &mut out),
         }
+        self.start_parked(&mut out);
         self.pump(&mut out);
         out.actions
     }

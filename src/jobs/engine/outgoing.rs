@@ -99,6 +99,12 @@ impl Engine {
         self.arm_timer(TimerKind::Reply(Slot::Update), self.cfg.reply_timeout, out);
         if is_progress {
             self.arm_timer(TimerKind::ProgressCooldown, self.cfg.progress_interval, out);
+        } else if self.state.start_next.is_none() {
+            // Pipelining: ask for the next job right behind the terminal status instead of
+            // after its reply, saving a round trip per job. The service may answer it
+            // before applying the status (requests on different topics are not ordered),
+            // i.e. with this very execution: `on_start_next_accepted` recognises that.
+            self.state.start_next = Some(Request::new(None));
         }
     }
 
@@ -131,14 +137,16 @@ impl Engine {
             Some(job) => self.state.resync && !job.is_revoked(),
         };
         if self.state.start_next.is_none() && wanted {
-            self.state.start_next = Some(Request::new(()));
+            self.state.start_next = Some(Request::new(None));
         }
+        let current = self.state.job.as_ref().map(|job| job.key.clone());
         let Some(req) = &mut self.state.start_next else {
             return;
         };
         if req.state != RequestState::Unsent {
             return;
         }
+        req.body = current;
         self.state.resync = false;
         self.state.work_hinted = false;
         let token = self.state.entropy.token();

@@ -2,6 +2,7 @@
 //! This module holds the harness; the cases are split by concern.
 
 mod flow;
+mod pipeline;
 mod restore;
 mod retries;
 mod revocation;
@@ -130,6 +131,8 @@ struct Run {
     engine: Engine,
     /// The last update published and not yet answered.
     update: Sent,
+    /// The last start-next published.
+    next: Option<Sent>,
 }
 
 fn connect(engine: &mut Engine) -> Sent {
@@ -150,8 +153,26 @@ fn start_job(cfg: EngineConfig, job: &str, doc: Value) -> Run {
         json!({"clientToken": start.token(), "timestamp": 1,
                "execution": execution(job, 1, 2, "IN_PROGRESS", doc)}),
     ));
-    let update = only_publish(&actions);
-    Run { engine, update }
+    let update = published(&actions)
+        .into_iter()
+        .find(|s| s.topic.ends_with("/update"))
+        .expect("a status update");
+    let mut run = Run {
+        engine,
+        update,
+        next: None,
+    };
+    run.take_update(&actions);
+    run
+}
+
+/// The terminal status and the start-next pipelined right behind it, in that order.
+fn terminal_then_start_next(actions: &[Action]) -> (Sent, Sent) {
+    let sent = published(actions);
+    assert_eq!(sent.len(), 2, "expected two publishes in {actions:#?}");
+    assert!(sent[0].topic.ends_with("/update"), "{sent:#?}");
+    assert_eq!(sent[1].topic, format!("{PREFIX}/start-next"));
+    (sent[0].clone(), sent[1].clone())
 }
 
 impl Run {
@@ -179,14 +200,25 @@ impl Run {
         actions
     }
 
-    /// Remembers a newly published update as the one in flight.
+    /// Remembers a newly published update (and start-next) as the one in flight.
     fn take_update(&mut self, actions: &[Action]) {
-        if let Some(sent) = published(actions)
-            .into_iter()
-            .find(|s| s.topic.ends_with("/update"))
-        {
-            self.update = sent;
+        for sent in published(actions) {
+            if sent.topic.ends_with("/update") {
+                self.update = sent;
+            } else if sent.topic.ends_with("/start-next") {
+                self.next = Some(sent);
+            }
         }
+    }
+
+    /// Answers the last start-next with `execution` (None: nothing pending).
+    fn answer_next(&mut self, execution: Option<Value>) -> Vec<Action> {
+        let token = self.next.take().expect("a start-next was sent").token();
+        let mut body = json!({"clientToken": token, "timestamp": 9});
+        if let Some(execution) = execution {
+            body["execution"] = execution;
+        }
+        self.feed(msg("start-next/accepted", body))
     }
 
     fn feed(&mut self, input: Input) -> Vec<Action> {

@@ -132,15 +132,21 @@ fn version_mismatch_showing_our_terminal_status_counts_as_delivered() {
     run.accept(3);
     run.feed(Input::StepFinished(ok()));
     let actions = run.feed(Input::StepFinished(outcome(Termination::Exited(2))));
-    assert_eq!(only_publish(&actions).body["status"], "FAILED");
+    assert_eq!(
+        terminal_then_start_next(&actions).0.body["status"],
+        "FAILED"
+    );
     // The accepted reply was lost; the resend finds the status already applied.
-    run.fire(TimerKind::Reply(Slot::Update));
+    let actions = run.fire(TimerKind::Reply(Slot::Update));
+    assert_eq!(only_publish(&actions).body["status"], "FAILED");
     let actions = run.reject(
         "VersionMismatch",
         Some(json!({"status": "FAILED", "versionNumber": 4})),
     );
     assert!(run.engine.current_job().is_none());
-    assert_eq!(only_publish(&actions).topic, format!("{PREFIX}/start-next"));
+    assert!(published(&actions).is_empty(), "start-next is in flight");
+    let actions = run.answer_next(Some(execution("j2", 1, 1, "IN_PROGRESS", two_steps())));
+    assert_eq!(started_steps(&actions), ["1/2 A"]);
 }
 
 #[test]
