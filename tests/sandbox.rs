@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use iotjobs::sandbox::{
@@ -24,10 +24,36 @@ struct Fixture {
     root: PathBuf,
     handlers: PathBuf,
     state: PathBuf,
+    // Last: released after the temporary directory is gone.
+    _process: ProcessGuard,
+}
+
+/// Tests that observe something process-wide run alone in this test process: peak
+/// memory (VmHWM counts every concurrent test), and log capture with a thread-local
+/// subscriber (tracing caches each callsite's interest process-wide, so another test
+/// logging through the same callsites at the same time decides what is captured).
+/// They hold this lock for writing; every other test holds it for reading.
+static PROCESS: RwLock<()> = RwLock::new(());
+
+#[allow(dead_code)] // held for its Drop
+enum ProcessGuard {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
 }
 
 impl Fixture {
     fn new() -> Self {
+        let guard = PROCESS.read().unwrap_or_else(PoisonError::into_inner);
+        Self::with_guard(ProcessGuard::Shared(guard))
+    }
+
+    /// A fixture for a test that must run alone in the process (see [`PROCESS`]).
+    fn alone() -> Self {
+        let guard = PROCESS.write().unwrap_or_else(PoisonError::into_inner);
+        Self::with_guard(ProcessGuard::Alone(guard))
+    }
+
+    fn with_guard(process: ProcessGuard) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         // Searchable for other users (the user-switch test runs handlers as one).
@@ -38,6 +64,7 @@ impl Fixture {
         let state = root.join("state");
         std::fs::create_dir(&state).unwrap();
         Fixture {
+            _process: process,
             _tmp: tmp,
             root,
             handlers,
@@ -903,7 +930,7 @@ const MEMORY_BOUND_KIB: u64 = 32 * 1024;
 
 #[tokio::test]
 async fn a_100_mb_line_is_captured_with_bounded_memory() {
-    let fx = Fixture::new();
+    let fx = Fixture::alone();
     let before = vm_hwm_kib();
     let (sink, counts) = counting_sink();
     let req = request(command(&[
@@ -931,7 +958,7 @@ async fn a_100_mb_line_is_captured_with_bounded_memory() {
 
 #[tokio::test]
 async fn a_100_mb_flood_of_lines_on_both_streams_is_captured_with_bounded_memory() {
-    let fx = Fixture::new();
+    let fx = Fixture::alone();
     let line_out = format!("{}-out", "o".repeat(95)); // 99 characters + newline
     let line_err = format!("{}-err", "e".repeat(95));
     let script = format!(
@@ -1088,7 +1115,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 #[tokio::test]
 async fn each_output_line_is_logged_with_job_and_step() {
-    let fx = Fixture::new();
+    let fx = Fixture::alone();
     fx.handler(
         "talk.sh",
         "#!/bin/sh\necho 'hello out'\nprintf 'bad\\033[31m\\r\\n' >&2\n",
