@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(view.lookup(&issued.serial), seen(true, &["t1"]));
         assert_eq!(
             s.list_thing_principals("t1").unwrap(),
-            [c.certificate_arn.clone()]
+            std::slice::from_ref(&c.certificate_arn)
         );
         assert_eq!(s.list_principal_things(&c.certificate_arn).unwrap(), ["t1"]);
         s.detach_thing_principal("t1", &c.certificate_arn).unwrap();
