@@ -1,7 +1,8 @@
 //! The control plane over real HTTP: `iotjobs-local`'s service (embedded broker, Jobs task,
 //! SQLite in a temp data dir) on free loopback ports, driven through the HTTP client the
 //! CLI uses. Checks what an `aws iot` user would see: routes, JSON shapes, counters, error
-//! shapes (status, `x-amzn-ErrorType`, `message`), managed templates, persistence.
+//! shapes (status, `x-amzn-ErrorType`, `message`), managed templates, persistence, and the
+//! provisioning flow (certificates attached to things) with a real TLS device connecting.
 #![cfg(feature = "local")]
 
 use iotjobs::local::control::client::{ApiClient, ClientError};
@@ -705,16 +706,16 @@ async fn keys_and_certificate_for_a_thing() {
         .as_str()
         .unwrap()
         .contains("PRIVATE KEY"));
-    assert_eq!(c["certificateId"].as_str().unwrap().len(), 64);
-    let (status, _, msg) = fail(
-        &api,
-        "POST",
-        "/keys-and-certificate?setAsActive=true",
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(msg.contains("thingName"), "{msg}");
+    let id = c["certificateId"].as_str().unwrap();
+    assert_eq!(id.len(), 64);
+    // The thingName extension issues the certificate attached and ACTIVE.
+    let l = call(&api, "GET", "/things/dev1/principals", json!({})).await;
+    assert_eq!(l["principals"], json!([c["certificateArn"]]));
+    let d = call(&api, "GET", &format!("/certificates/{id}"), json!({})).await;
+    assert_eq!(d["certificateDescription"]["status"], "ACTIVE");
+    // The device connects with its thing name, as before.
+    let mut dev = Device::connect(&svc, "dev1", &c).await.unwrap();
+    dev.jobs_get().await;
     let (status, _, _) = fail(
         &api,
         "POST",
@@ -723,6 +724,346 @@ async fn keys_and_certificate_for_a_thing() {
     )
     .await;
     assert_eq!(status, 404);
+    svc.stop().await.unwrap();
+}
+
+/// A device of the control-plane tests: a real rumqttc client over mutual TLS with the
+/// certificate and key the control plane returned.
+struct Device {
+    client: rumqttc::AsyncClient,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::Packet, String>>,
+    thing: String,
+}
+
+/// Generous upper bound for anything a test waits for; never an expected duration.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Device {
+    /// Connects as `client_id` with `cert` (a CreateKeysAndCertificate response); the
+    /// CONNACK, or the error that ended the connection.
+    async fn connect(svc: &LocalService, client_id: &str, cert: &Value) -> Result<Device, String> {
+        use rumqttc::{AsyncClient, Event, MqttOptions, TlsConfiguration, Transport};
+        let tls = iotjobs::local::pki::client_tls_config(
+            svc.pki.ca_cert_pem(),
+            Some((
+                cert["certificatePem"].as_str().unwrap(),
+                cert["keyPair"]["PrivateKey"].as_str().unwrap(),
+            )),
+        )
+        .unwrap();
+        let addr = svc.mqtt_tls_addr.unwrap();
+        let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(std::time::Duration::from_secs(30));
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        let (client, mut eventloop) = AsyncClient::new(opts, 16);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(p)) => {
+                        if tx.send(Ok(p)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(_)) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(WAIT, rx.recv()).await.unwrap() {
+            Some(Ok(rumqttc::Packet::ConnAck(_))) => Ok(Device {
+                client,
+                rx,
+                thing: client_id.to_owned(),
+            }),
+            Some(Ok(other)) => panic!("expected CONNACK, got {other:?}"),
+            Some(Err(e)) => Err(e),
+            None => Err("event loop gone".into()),
+        }
+    }
+
+    /// GetPendingJobExecutions over MQTT: the service's accepted reply arrives.
+    async fn jobs_get(&mut self) {
+        use rumqttc::{Packet, QoS};
+        let base = format!("$aws/things/{}/jobs/get", self.thing);
+        self.client
+            .subscribe(format!("{base}/accepted"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.client
+            .publish(
+                &base,
+                QoS::AtLeastOnce,
+                false,
+                b"{\"clientToken\":\"ct\"}".to_vec(),
+            )
+            .await
+            .unwrap();
+        loop {
+            match tokio::time::timeout(WAIT, self.rx.recv()).await.unwrap() {
+                Some(Ok(Packet::Publish(p))) => {
+                    assert_eq!(p.topic, format!("{base}/accepted"));
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                    assert_eq!(v["clientToken"], "ct");
+                    return;
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("expected the jobs/get reply, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Connecting as `client_id` with `cert` is refused; returns the broker's reason (what
+/// the broker's log line says).
+async fn refused(svc: &LocalService, client_id: &str, cert: &Value) -> String {
+    use iotjobs::local::broker::BrokerEvent;
+    let mut events = svc.broker_events().unwrap();
+    let e = match Device::connect(svc, client_id, cert).await {
+        Ok(_) => panic!("{client_id} connected but must be refused"),
+        Err(e) => e,
+    };
+    assert!(e.contains("NotAuthorized"), "{e}");
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
+            Ok(BrokerEvent::ConnectRefused {
+                client_id: c,
+                reason,
+            }) if c == client_id => return reason,
+            Ok(_) => continue,
+            Err(e) => panic!("broker events: {e}"),
+        }
+    }
+}
+
+/// The AWS provisioning flow: create-thing, create-keys-and-certificate (no thing),
+/// attach-thing-principal, the device connects as the thing; then detach, deactivate.
+#[tokio::test]
+async fn provisioning_flow_binds_a_certificate_to_a_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    for t in ["gw1", "gw2"] {
+        call(&api, "POST", &format!("/things/{t}"), json!({})).await;
+    }
+    let c = call(
+        &api,
+        "POST",
+        "/keys-and-certificate?setAsActive=true",
+        json!({}),
+    )
+    .await;
+    let id = c["certificateId"].as_str().unwrap().to_owned();
+    let arn = c["certificateArn"].as_str().unwrap().to_owned();
+    assert_eq!(arn, format!("{ACCOUNT}:cert/{id}"));
+    let d = call(&api, "GET", &format!("/certificates/{id}"), json!({})).await;
+    let desc = &d["certificateDescription"];
+    assert_eq!(desc["certificateId"], id.as_str());
+    assert_eq!(desc["certificateArn"], arn.as_str());
+    assert_eq!(desc["status"], "ACTIVE");
+    assert_eq!(desc["certificatePem"], c["certificatePem"]);
+    assert_eq!(desc["ownedBy"], "123456789012");
+    assert!(desc["creationDate"].as_f64().unwrap() > 0.0);
+
+    // Not attached yet: refused.
+    let reason = refused(&svc, "gw1", &c).await;
+    assert!(reason.contains("not attached"), "{reason}");
+    assert!(reason.contains(&id), "{reason}");
+
+    let principal = [("x-amzn-principal", arn.as_str())];
+    let attach = api
+        .send_with("PUT", "/things/gw1/principals", &principal, None)
+        .await
+        .unwrap();
+    assert_eq!(attach.status, 200);
+    let l = call(&api, "GET", "/things/gw1/principals", json!({})).await;
+    assert_eq!(l["principals"], json!([arn]));
+    let things = api
+        .send_with("GET", "/principals/things", &principal, None)
+        .await
+        .unwrap();
+    assert_eq!(things.json()["things"], json!(["gw1"]));
+
+    // Attached: the device connects as gw1 and talks to the Jobs service; not as gw2.
+    let mut dev = Device::connect(&svc, "gw1", &c).await.unwrap();
+    dev.jobs_get().await;
+    let reason = refused(&svc, "gw2", &c).await;
+    assert!(reason.contains("not attached to thing \"gw2\""), "{reason}");
+
+    // Detached: new connections are refused; the open one is not dropped (as on AWS).
+    let detach = api
+        .send_with("DELETE", "/things/gw1/principals", &principal, None)
+        .await
+        .unwrap();
+    assert_eq!(detach.status, 200);
+    let l = call(&api, "GET", "/things/gw1/principals", json!({})).await;
+    assert_eq!(l["principals"], json!([]));
+    refused(&svc, "gw1", &c).await;
+    dev.jobs_get().await;
+
+    // Attached again but INACTIVE: refused; ACTIVE again: connects.
+    api.send_with("PUT", "/things/gw1/principals", &principal, None)
+        .await
+        .unwrap();
+    let r = api
+        .send(
+            "PUT",
+            &format!("/certificates/{id}?newStatus=INACTIVE"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let d = call(&api, "GET", &format!("/certificates/{id}"), json!({})).await;
+    assert_eq!(d["certificateDescription"]["status"], "INACTIVE");
+    let reason = refused(&svc, "gw1", &c).await;
+    assert!(reason.contains("INACTIVE"), "{reason}");
+    call(
+        &api,
+        "PUT",
+        &format!("/certificates/{id}?newStatus=ACTIVE"),
+        json!({}),
+    )
+    .await;
+    Device::connect(&svc, "gw1", &c).await.unwrap();
+
+    // Without setAsActive a certificate starts INACTIVE, as on AWS.
+    let inactive = call(&api, "POST", "/keys-and-certificate", json!({})).await;
+    let iarn = inactive["certificateArn"].as_str().unwrap();
+    api.send_with(
+        "PUT",
+        "/things/gw2/principals",
+        &[("x-amzn-principal", iarn)],
+        None,
+    )
+    .await
+    .unwrap();
+    let reason = refused(&svc, "gw2", &inactive).await;
+    assert!(reason.contains("INACTIVE"), "{reason}");
+
+    // The bindings survive a restart on the same data directory.
+    drop(dev);
+    svc.stop().await.unwrap();
+    let (svc, api) = start(dir.path()).await;
+    let l = call(&api, "GET", "/things/gw1/principals", json!({})).await;
+    assert_eq!(l["principals"], json!([arn]));
+    Device::connect(&svc, "gw1", &c).await.unwrap();
+    // Deleting the thing detaches its certificate.
+    call(&api, "DELETE", "/things/gw1", json!({})).await;
+    refused(&svc, "gw1", &c).await;
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn principal_and_certificate_errors_have_aws_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, api) = start(dir.path()).await;
+    call(&api, "POST", "/things/t1", json!({})).await;
+    let c = call(
+        &api,
+        "POST",
+        "/keys-and-certificate?setAsActive=true",
+        json!({}),
+    )
+    .await;
+    let arn = c["certificateArn"].as_str().unwrap();
+    let unknown = format!("{ACCOUNT}:cert/{}", "0".repeat(64));
+
+    /// (status, x-amzn-ErrorType) of a request that must fail.
+    async fn err(
+        api: &ApiClient,
+        method: &str,
+        path: &str,
+        principal: Option<&str>,
+    ) -> (u16, String) {
+        let headers: Vec<(&str, &str)> = principal
+            .map(|p| ("x-amzn-principal", p))
+            .into_iter()
+            .collect();
+        let r = api.send_with(method, path, &headers, None).await.unwrap();
+        let msg = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(!msg.is_empty(), "{method} {path}: no message");
+        (
+            r.status,
+            r.header("x-amzn-errortype").unwrap_or_default().to_owned(),
+        )
+    }
+    let not_found = (404, "ResourceNotFoundException".to_owned());
+    let invalid = (400, "InvalidRequestException".to_owned());
+    for (method, path, principal, want) in [
+        ("PUT", "/things/ghost/principals", Some(arn), &not_found),
+        (
+            "PUT",
+            "/things/t1/principals",
+            Some(unknown.as_str()),
+            &not_found,
+        ),
+        ("DELETE", "/things/ghost/principals", Some(arn), &not_found),
+        ("GET", "/things/ghost/principals", None, &not_found),
+        (
+            "GET",
+            "/principals/things",
+            Some(unknown.as_str()),
+            &not_found,
+        ),
+        ("PUT", "/things/t1/principals", None, &invalid),
+        ("PUT", "/things/t1/principals", Some("not-an-arn"), &invalid),
+        ("GET", "/principals/things", None, &invalid),
+        ("GET", "/certificates/nothex", None, &invalid),
+        (
+            "PUT",
+            "/things/t1/principals?thingPrincipalType=SOMETIMES",
+            Some(arn),
+            &invalid,
+        ),
+    ] {
+        assert_eq!(
+            &err(&api, method, path, principal).await,
+            want,
+            "{method} {path}"
+        );
+    }
+    let missing = "0".repeat(64);
+    assert_eq!(
+        err(&api, "GET", &format!("/certificates/{missing}"), None).await,
+        not_found
+    );
+    assert_eq!(
+        err(
+            &api,
+            "PUT",
+            &format!("/certificates/{missing}?newStatus=ACTIVE"),
+            None
+        )
+        .await,
+        not_found
+    );
+    let id = c["certificateId"].as_str().unwrap();
+    for q in ["", "?newStatus=BROKEN", "?newStatus=REVOKED"] {
+        assert_eq!(
+            err(&api, "PUT", &format!("/certificates/{id}{q}"), None).await,
+            invalid,
+            "{q}"
+        );
+    }
+    // Attaching twice and detaching what is not attached are no errors, as on AWS.
+    for method in ["PUT", "PUT", "DELETE", "DELETE"] {
+        let r = api
+            .send_with(
+                method,
+                "/things/t1/principals",
+                &[("x-amzn-principal", arn)],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{method}");
+    }
+    // An unbound certificate never connects on its CN: it is no thing name.
+    let reason = refused(&svc, "t1", &c).await;
+    assert!(reason.contains("not attached"), "{reason}");
     svc.stop().await.unwrap();
 }
 

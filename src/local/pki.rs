@@ -3,6 +3,8 @@
 //! - the broker's server certificate (SANs, EKU serverAuth),
 //! - device certificates (CN = thing name, EKU clientAuth, EC P-256 PKCS#8 key), returned
 //!   in the shape of `CreateKeysAndCertificate` (certificate id = hex SHA-256 of the DER),
+//! - unbound device certificates (CN [`UNBOUND_DEVICE_CN`]), bound to things later by
+//!   AttachThingPrincipal,
 //! - the service's own client certificate, whose CN ([`SERVICE_IDENTITY`]) can never be a
 //!   thing name, so no device certificate can ever carry the service's privileges.
 //!
@@ -26,6 +28,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// Common name of the service's own client certificate. It contains `/`, which thing names
 /// (`[a-zA-Z0-9:_-]+`) cannot, so it can never collide with a device identity.
 pub const SERVICE_IDENTITY: &str = "iotjobs-local/service";
+
+/// Common name of certificates issued unbound (AWS IoT uses the same). Its spaces make it
+/// no thing name, so it never identifies a device by itself.
+pub const UNBOUND_DEVICE_CN: &str = "AWS IoT Certificate";
 
 /// Region and account used in the ARN-like ids of this local service.
 pub const LOCAL_ARN_PREFIX: &str = "arn:aws:iot:local:000000000000";
@@ -98,15 +104,19 @@ pub struct IssuedCert {
     /// `arn:aws:iot:local:000000000000:cert/<certificate_id>`.
     pub certificate_arn: String,
     pub certificate_pem: String,
+    /// The serial number in lowercase hex without leading zeros: how the broker sees the
+    /// certificate of a connection (it is unique per CA, as the certificate id is).
+    pub serial: String,
     pub key_pair: KeyPairPem,
 }
 
 impl IssuedCert {
-    fn new(cert: rcgen::Certificate, key: &KeyPair) -> Self {
+    fn new(cert: rcgen::Certificate, key: &KeyPair, serial: &SerialNumber) -> Self {
         let certificate_id = sha256_hex(cert.der());
         IssuedCert {
             certificate_arn: format!("{LOCAL_ARN_PREFIX}:cert/{certificate_id}"),
             certificate_id,
+            serial: serial_hex(&serial.to_bytes()),
             certificate_pem: cert.pem(),
             key_pair: KeyPairPem {
                 public_key: key.public_key_pem(),
@@ -266,6 +276,13 @@ impl Pki {
         self.issue_client_cert(thing_name)
     }
 
+    /// A device certificate bound to no thing, as `CreateKeysAndCertificate` issues it:
+    /// CN [`UNBOUND_DEVICE_CN`] (AWS's own), which is no thing name, so the certificate
+    /// grants nothing until AttachThingPrincipal binds it to a thing.
+    pub fn issue_unbound_device_cert(&self) -> Result<IssuedCert, PkiError> {
+        self.issue_client_cert(UNBOUND_DEVICE_CN)
+    }
+
     /// The service's own client certificate (CN = [`SERVICE_IDENTITY`]).
     pub fn issue_service_cert(&self) -> Result<IssuedCert, PkiError> {
         self.issue_client_cert(SERVICE_IDENTITY)
@@ -280,13 +297,14 @@ impl Pki {
     }
 
     fn sign(&self, mut params: CertificateParams) -> Result<IssuedCert, PkiError> {
-        params.serial_number = Some(random_serial());
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
         params.use_authority_key_identifier_extension = true;
         set_validity(&mut params);
         // KeyPair::generate() is EC P-256; serialize_pem() writes PKCS#8.
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert::new(cert, &key))
+        Ok(IssuedCert::new(cert, &key, &serial))
     }
 
     /// Issues a device certificate for `thing_name` and writes `cert.pem`, `key.pem` (mode
@@ -394,6 +412,16 @@ fn random_serial() -> SerialNumber {
     bytes[0] &= 0x7f; // DER INTEGER must stay positive
     bytes[0] |= 0x01; // and non-zero-led, so the encoding keeps all 16 bytes
     SerialNumber::from_slice(&bytes)
+}
+
+/// A serial number as the broker reports it (x509-parser's `to_str_radix(16)`): lowercase
+/// hex without leading zeros.
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match hex.trim_start_matches('0') {
+        "" => "0".to_owned(),
+        s => s.to_owned(),
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -574,6 +602,23 @@ mod tests {
         );
         // The private key never shows up in debug output.
         assert!(!format!("{cert:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn serial_matches_what_the_broker_reads_and_unbound_cn_is_no_thing() {
+        let pki = Pki::ephemeral().unwrap();
+        for _ in 0..20 {
+            let cert = pki.issue_unbound_device_cert().unwrap();
+            let der = CertificateDer::from_pem_slice(cert.certificate_pem.as_bytes()).unwrap();
+            let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+            assert_eq!(parsed.serial.to_str_radix(16), cert.serial);
+            let (_, cn, ekus) = parse(&cert.certificate_pem);
+            assert_eq!(cn, UNBOUND_DEVICE_CN);
+            assert_eq!(ekus, ["clientAuth"]);
+        }
+        assert!(!is_valid_thing_name(UNBOUND_DEVICE_CN));
+        assert_eq!(serial_hex(&[0x00, 0x0a, 0xff]), "aff");
+        assert_eq!(serial_hex(&[0]), "0");
     }
 
     #[test]

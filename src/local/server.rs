@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::local::broker::acl::Principals;
 use crate::local::broker::{Broker, BrokerConfig, BrokerError, BrokerEvent, BrokerHandle};
 use crate::local::clock::{Clock, ManualClock, SystemClock};
 use crate::local::control::{ControlContext, ControlError, HttpServer, MqttEndpoint};
@@ -165,6 +166,8 @@ impl LocalService {
                 .map_err(|e| ServerError::Task(e.to_string()))??,
         );
         let store = Store::open(&opts.data_dir.join(DB_FILE))?;
+        let account = opts.service.account.clone();
+        let core = JobsService::new(store, opts.service.clone());
 
         let (broker, conn, endpoint) = match &opts.external_broker {
             Some(ext) => {
@@ -177,7 +180,9 @@ impl LocalService {
                 (None, conn, Some(endpoint))
             }
             None => {
-                let (broker, conn) = start_embedded(&opts, &pki).await?;
+                // The broker reads the service's certificate records; an external broker
+                // cannot, and identifies devices by certificate CN only.
+                let (broker, conn) = start_embedded(&opts, &pki, core.principals()).await?;
                 let endpoint = broker.tls_addr().map(|a| MqttEndpoint {
                     host: a.ip().to_string(),
                     port: a.port(),
@@ -192,8 +197,6 @@ impl LocalService {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),
         };
-        let account = opts.service.account.clone();
-        let core = JobsService::new(store, opts.service);
         let service = task::spawn(core, clock.clone(), Some(conn), shutdown.clone());
         let mut subscribed = service.subscribed.clone();
         let ready = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribed.wait_for(|s| *s)).await;
@@ -295,12 +298,14 @@ impl LocalService {
 async fn start_embedded(
     opts: &ServeOptions,
     pki: &Pki,
+    principals: Principals,
 ) -> Result<(BrokerHandle, BrokerConnection), ServerError> {
     // Issued first: once the broker runs, an error here would leave it running.
     let service_tls = pki.client_tls_config(&pki.issue_service_cert()?)?;
     let mut bcfg = BrokerConfig::from_pki(pki)?;
     bcfg.tls_addr = opts.mqtt_tls_addr;
     bcfg.tcp_addr = opts.mqtt_tcp_addr;
+    bcfg.principals = Some(principals);
     let broker = Broker::start(bcfg).await?;
     let conn = match (broker.tls_addr(), broker.tcp_addr()) {
         (Some(a), _) => BrokerConnection {

@@ -2,8 +2,19 @@
 //! allows `iot:Connect` with client id = thing name and `iot:Publish`/`iot:Subscribe` only
 //! under `$aws/things/${iot:Connection.Thing.ThingName}/`. Pure functions, no I/O: the
 //! rmqtt hooks in `hooks.rs` call them and act on the answer.
+//!
+//! A device is identified in one of two ways:
+//! - a certificate the service issued and recorded (CreateKeysAndCertificate): the
+//!   client id must name a thing the certificate is attached to (AttachThingPrincipal) and
+//!   the certificate must be ACTIVE, as on AWS. [`Principals`] is the broker's read-only
+//!   view of those records; the service task is its only writer.
+//! - any other certificate of the local CA (issued before certificates were recorded, or
+//!   by `Pki` directly): its CN is the thing name and the client id must equal it.
 
-use crate::local::pki::{is_valid_thing_name, SERVICE_IDENTITY};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::local::pki::{is_valid_thing_name, SERVICE_IDENTITY, UNBOUND_DEVICE_CN};
 
 use super::router::ESCAPE;
 
@@ -69,6 +80,51 @@ pub enum ConnectDenied {
     },
     #[error("client id {0:?} is not a thing name")]
     BadClientId(String),
+    #[error("unbound certificate unknown to this service (issued by another data directory?)")]
+    UnknownCertificate,
+    #[error("certificate {0} is INACTIVE")]
+    CertificateInactive(String),
+    #[error("certificate {certificate_id} is not attached to thing {client_id:?}")]
+    NotAttached {
+        certificate_id: String,
+        client_id: String,
+    },
+}
+
+/// What the broker knows of a recorded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundCert {
+    pub certificate_id: String,
+    pub active: bool,
+    /// The things it is attached to.
+    pub things: Vec<String>,
+}
+
+/// The recorded certificates by serial number (lowercase hex, how the broker reads it from
+/// a connection; unique per CA like the certificate id, whose DER rmqtt does not expose).
+/// Clones share one map: the service task writes it after each change it commits, the
+/// broker's authentication hook reads it, so connecting needs no database access.
+#[derive(Debug, Clone, Default)]
+pub struct Principals {
+    by_serial: Arc<RwLock<HashMap<String, BoundCert>>>,
+}
+
+impl Principals {
+    /// The record of the certificate with `serial`, if the service issued it.
+    pub fn lookup(&self, serial: &str) -> Option<BoundCert> {
+        // A writer that panicked left a complete map (each write is one insert/remove).
+        let map = self.by_serial.read().unwrap_or_else(|e| e.into_inner());
+        map.get(serial).cloned()
+    }
+
+    /// Records (`Some`) or forgets (`None`) the certificate with `serial`.
+    pub fn set(&self, serial: &str, cert: Option<BoundCert>) {
+        let mut map = self.by_serial.write().unwrap_or_else(|e| e.into_inner());
+        match cert {
+            Some(c) => map.insert(serial.to_owned(), c),
+            None => map.remove(serial),
+        };
+    }
 }
 
 /// Authenticates a connection from its client id and, on TLS, its certificate's CN
@@ -95,6 +151,36 @@ pub fn authenticate(
             }
             Ok(identity)
         }
+    }
+}
+
+/// [`authenticate`] for a TLS connection whose certificate the service recorded (`bound`):
+/// the client id must be a thing the certificate is attached to, and it must be ACTIVE.
+/// Without a record, the CN rules of [`authenticate`] apply.
+pub fn authenticate_bound(
+    transport: Transport,
+    client_id: &str,
+    cert: Option<Option<&str>>,
+    bound: Option<&BoundCert>,
+) -> Result<Identity, ConnectDenied> {
+    let bound = match (transport, bound) {
+        (Transport::MutualTls, Some(b)) => b,
+        (Transport::MutualTls, None) if cert == Some(Some(UNBOUND_DEVICE_CN)) => {
+            return Err(ConnectDenied::UnknownCertificate)
+        }
+        _ => return authenticate(transport, client_id, cert),
+    };
+    if !bound.active {
+        return Err(ConnectDenied::CertificateInactive(
+            bound.certificate_id.clone(),
+        ));
+    }
+    match Identity::from_client_id(client_id) {
+        Some(Identity::Thing(name)) if bound.things.contains(&name) => Ok(Identity::Thing(name)),
+        _ => Err(ConnectDenied::NotAttached {
+            certificate_id: bound.certificate_id.clone(),
+            client_id: client_id.into(),
+        }),
     }
 }
 
@@ -219,6 +305,73 @@ mod tests {
             authenticate(tls, "a/b", Some(Some("a/b"))),
             Err(ConnectDenied::BadCommonName("a/b".into()))
         );
+    }
+
+    #[test]
+    fn recorded_certificates_need_an_attachment_and_active() {
+        let tls = Transport::MutualTls;
+        let cert = |active, things: &[&str]| BoundCert {
+            certificate_id: "c1".into(),
+            active,
+            things: things.iter().map(|t| t.to_string()).collect(),
+        };
+        let cn = Some(Some("AWS IoT Certificate"));
+        let attached = cert(true, &["t1", "t2"]);
+        assert_eq!(
+            authenticate_bound(tls, "t1", cn, Some(&attached)),
+            Ok(thing("t1"))
+        );
+        assert_eq!(
+            authenticate_bound(tls, "t2", cn, Some(&attached)),
+            Ok(thing("t2"))
+        );
+        for client_id in ["t3", SERVICE_IDENTITY, "a/b"] {
+            assert_eq!(
+                authenticate_bound(tls, client_id, cn, Some(&attached)),
+                Err(ConnectDenied::NotAttached {
+                    certificate_id: "c1".into(),
+                    client_id: client_id.into()
+                })
+            );
+        }
+        assert_eq!(
+            authenticate_bound(tls, "t1", cn, Some(&cert(true, &[]))),
+            Err(ConnectDenied::NotAttached {
+                certificate_id: "c1".into(),
+                client_id: "t1".into()
+            })
+        );
+        assert_eq!(
+            authenticate_bound(tls, "t1", cn, Some(&cert(false, &["t1"]))),
+            Err(ConnectDenied::CertificateInactive("c1".into()))
+        );
+        // A recorded certificate whose CN is a thing name follows its record, not its CN.
+        assert!(authenticate_bound(tls, "t1", Some(Some("t1")), Some(&cert(true, &[]))).is_err());
+        // Without a record: the CN rules; an unrecorded unbound certificate is refused.
+        assert_eq!(
+            authenticate_bound(tls, "t1", Some(Some("t1")), None),
+            Ok(thing("t1"))
+        );
+        assert_eq!(
+            authenticate_bound(tls, "t1", cn, None),
+            Err(ConnectDenied::UnknownCertificate)
+        );
+    }
+
+    #[test]
+    fn principals_view_is_shared_by_clones() {
+        let writer = Principals::default();
+        let reader = writer.clone();
+        assert_eq!(reader.lookup("ab"), None);
+        let c = BoundCert {
+            certificate_id: "c1".into(),
+            active: true,
+            things: vec!["t1".into()],
+        };
+        writer.set("ab", Some(c.clone()));
+        assert_eq!(reader.lookup("ab"), Some(c));
+        writer.set("ab", None);
+        assert_eq!(reader.lookup("ab"), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The rmqtt hook handler that enforces `acl.rs` (authentication, subscribe and publish
 //! checks) and reports what happens to the [`BrokerEvent`] stream. It holds no state of its
 //! own: the identity of a session is its client id, which authentication tied to the
-//! certificate CN.
+//! certificate (its attachments when the service recorded it, else its CN).
 
 use async_trait::async_trait;
 use rmqtt::codec::v5::SubscribeAckReason;
@@ -18,6 +18,9 @@ pub(super) struct AclHooks {
     pub events: broadcast::Sender<BrokerEvent>,
     pub tls_listener: ListenerId,
     pub tcp_listener: ListenerId,
+    /// The service's recorded certificates; `None` (a broker without the service): the
+    /// certificate CN alone identifies a device.
+    pub principals: Option<acl::Principals>,
 }
 
 impl AclHooks {
@@ -46,8 +49,18 @@ impl Handler for AclHooks {
                     None
                 };
                 let cert = ci.cert().map(|c| c.common_name.as_deref());
+                // The serial is only trusted because the TLS listener accepts nothing but
+                // certificates of the local CA, whose serials are unique.
+                let bound = match (
+                    &self.principals,
+                    ci.cert().and_then(|c| c.serial.as_deref()),
+                ) {
+                    (Some(p), Some(serial)) => p.lookup(serial),
+                    _ => None,
+                };
                 let result = match transport {
-                    Some(t) => acl::authenticate(t, client_id, cert).map_err(|e| e.to_string()),
+                    Some(t) => acl::authenticate_bound(t, client_id, cert, bound.as_ref())
+                        .map_err(|e| e.to_string()),
                     None => Err(format!("unknown listener {}", id.lid)),
                 };
                 match result {

@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     pub session_expiry: Duration,
     /// Messages queued per offline persistent session before the oldest are dropped.
     pub max_queued_messages: usize,
+    /// The Jobs service's certificate records (which thing each may connect as); `None`:
+    /// devices are identified by their certificate's CN only.
+    pub principals: Option<acl::Principals>,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -97,6 +100,7 @@ impl BrokerConfig {
             client_ca_pem: client_ca_pem.to_string(),
             session_expiry: DEFAULT_SESSION_EXPIRY,
             max_queued_messages: 1000,
+            principals: None,
         }
     }
 
@@ -184,6 +188,7 @@ impl Broker {
             events: events.clone(),
             tls_listener: TLS_LISTENER,
             tcp_listener: TCP_LISTENER,
+            principals: cfg.principals.clone(),
         };
         let register = scx.extends.hook_mgr().register();
         for typ in [

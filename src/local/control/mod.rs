@@ -109,6 +109,17 @@ pub fn router(ctx: ControlContext) -> Router {
             "/keys-and-certificate",
             post(certs::create_keys_and_certificate),
         )
+        .route(
+            "/certificates/{certificate_id}",
+            get(certs::describe_certificate).put(certs::update_certificate),
+        )
+        .route(
+            "/things/{thing_name}/principals",
+            get(certs::list_thing_principals)
+                .put(certs::attach_thing_principal)
+                .delete(certs::detach_thing_principal),
+        )
+        .route("/principals/things", get(certs::list_principal_things))
         // jobs (reference §4.3)
         .route("/jobs", get(jobs::list_jobs))
         .route(

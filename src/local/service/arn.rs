@@ -39,6 +39,9 @@ impl Account {
     pub fn job_arn(&self, job_id: &str) -> String {
         self.arn(&format!("job/{job_id}"))
     }
+    pub fn cert_arn(&self, certificate_id: &str) -> String {
+        self.arn(&format!("cert/{certificate_id}"))
+    }
     pub fn template_arn(&self, template_id: &str) -> String {
         self.arn(&format!("jobtemplate/{template_id}"))
     }

@@ -9,8 +9,10 @@ use super::{
 };
 use crate::jobs::wire::{JobExecutionStatus, StatusDetails};
 use crate::local::clock::Timestamp;
+use crate::local::pki::IssuedCert;
 use crate::local::store::{
-    ExecutionRecord, JobConfigs, JobRecord, JobTemplateRecord, ThingGroupRecord, ThingRecord,
+    CertificateRecord, CertificateStatus, ExecutionRecord, JobConfigs, JobRecord,
+    JobTemplateRecord, ThingGroupRecord, ThingRecord,
 };
 
 /// Where the reply to a command goes.
@@ -45,6 +47,32 @@ pub enum Command {
         reply: Reply<Vec<String>>,
     },
     ListThingGroupsForThing(String, Reply<Vec<String>>),
+
+    /// Records a certificate CreateKeysAndCertificate issued (attached to `thing` if given).
+    RecordCertificate {
+        issued: Box<IssuedCert>,
+        active: bool,
+        thing: Option<String>,
+        reply: Reply<CertificateRecord>,
+    },
+    AttachThingPrincipal {
+        thing: String,
+        principal: String,
+        reply: Reply<()>,
+    },
+    DetachThingPrincipal {
+        thing: String,
+        principal: String,
+        reply: Reply<()>,
+    },
+    ListThingPrincipals(String, Reply<Vec<String>>),
+    ListPrincipalThings(String, Reply<Vec<String>>),
+    DescribeCertificate(String, Reply<CertificateRecord>),
+    UpdateCertificate {
+        certificate_id: String,
+        status: CertificateStatus,
+        reply: Reply<()>,
+    },
 
     CreateJob(Box<NewJob>, Reply<JobRecord>),
     UpdateJob {
@@ -236,6 +264,44 @@ pub(super) fn dispatch(core: &mut JobsService, now: Timestamp, cmd: Command) -> 
         C::ListThingGroupsForThing(thing, r) => {
             reply_with(r, plain(core.list_thing_groups_for_thing(&thing)))
         }
+        C::RecordCertificate {
+            issued,
+            active,
+            thing,
+            reply,
+        } => reply_with(
+            reply,
+            plain(core.record_certificate(now, &issued, active, thing.as_deref())),
+        ),
+        C::AttachThingPrincipal {
+            thing,
+            principal,
+            reply,
+        } => reply_with(
+            reply,
+            plain(core.attach_thing_principal(now, &thing, &principal)),
+        ),
+        C::DetachThingPrincipal {
+            thing,
+            principal,
+            reply,
+        } => reply_with(
+            reply,
+            plain(core.detach_thing_principal(&thing, &principal)),
+        ),
+        C::ListThingPrincipals(thing, r) => {
+            reply_with(r, plain(core.list_thing_principals(&thing)))
+        }
+        C::ListPrincipalThings(p, r) => reply_with(r, plain(core.list_principal_things(&p))),
+        C::DescribeCertificate(id, r) => reply_with(r, plain(core.describe_certificate(&id))),
+        C::UpdateCertificate {
+            certificate_id,
+            status,
+            reply,
+        } => reply_with(
+            reply,
+            plain(core.update_certificate(now, &certificate_id, status)),
+        ),
         C::CreateJob(new, r) => reply_with(r, core.create_job(now, *new)),
         C::UpdateJob {
             job_id,

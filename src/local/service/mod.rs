@@ -26,6 +26,7 @@ mod error;
 mod executions;
 mod lifecycle;
 mod notify;
+mod principals;
 mod registry;
 mod render;
 pub mod task;
@@ -33,6 +34,7 @@ mod validate;
 
 use serde_json::Value;
 
+use crate::local::broker::acl::Principals;
 use crate::local::store::Store;
 
 pub use arn::{Account, Target};
@@ -104,11 +106,22 @@ pub struct Changed<T> {
 pub struct JobsService {
     store: Store,
     cfg: ServiceConfig,
+    /// The broker's view of the recorded certificates; this service is its only writer.
+    principals: Principals,
 }
 
 impl JobsService {
     pub fn new(store: Store, cfg: ServiceConfig) -> Self {
-        JobsService { store, cfg }
+        let principals = Principals::default();
+        if let Err(e) = principals::load_view(&store, &principals) {
+            // Fails closed: devices with recorded certificates are refused until a restart.
+            tracing::error!(error = %e, "cannot load the certificate records for the broker");
+        }
+        JobsService {
+            store,
+            cfg,
+            principals,
+        }
     }
 
     /// The store, for queries the control plane answers directly. Writing through it

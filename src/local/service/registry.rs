@@ -90,7 +90,9 @@ impl JobsService {
         now: Timestamp,
         name: &str,
     ) -> Result<Changed<()>, ServiceError> {
-        self.store.atomic(|store| {
+        // Deleting the thing detaches its certificates (cascade): the broker must know.
+        let certificates = self.certificates_of_thing(name)?;
+        let changed = self.store.atomic(|store| {
             let before = self.snapshot([name])?;
             for mut rec in store.pending_for_thing(name)? {
                 self.apply_service_action(now, &mut rec, ServiceAction::Remove, None)?;
@@ -99,11 +101,13 @@ impl JobsService {
             store.remove_thing_from_rollouts(name)?;
             store.delete_thing(name)?;
             let messages = self.notifications(now, &before)?;
-            Ok(Changed {
+            Ok::<_, ServiceError>(Changed {
                 value: (),
                 messages,
             })
-        })
+        })?;
+        self.refresh_certificates(&certificates)?;
+        Ok(changed)
     }
 
     /// CreateThingGroup (static; `parent` nests it). An identical repeat succeeds.

@@ -1,10 +1,12 @@
 //! Durable state of iotjobs-local: things, thing groups (nested) and membership, jobs with
-//! their targets and configurations, job executions, and job templates, in one SQLite file.
+//! their targets and configurations, job executions, job templates, and device
+//! certificates with their attachments to things, in one SQLite file.
 //!
 //! The store is plain data access over one `rusqlite::Connection`: it enforces the schema
 //! and referential integrity, but not the Jobs rules (state transitions, versions,
 //! notifications). Those live in `local::service`, which owns the only `Store`.
 
+mod certificates;
 mod executions;
 mod jobs;
 mod registry;
@@ -17,6 +19,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
+pub use certificates::{CertificateRecord, CertificateStatus};
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
 
@@ -113,7 +116,7 @@ impl Store {
 }
 
 /// Distinct statements the store uses, with room (a full cache evicts the oldest).
-const STATEMENT_CACHE: usize = 96;
+const STATEMENT_CACHE: usize = 112;
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     // Serializing maps of strings and `serde_json::Value`s cannot fail.

@@ -108,6 +108,27 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX job_executions_in_progress ON job_executions(status)
         WHERE status = 'IN_PROGRESS';
     "#,
+    // v3: device certificates issued by CreateKeysAndCertificate and their attachments to
+    // things (AttachThingPrincipal). `serial` is how the broker recognises a certificate.
+    r#"
+    CREATE TABLE certificates (
+        certificate_id    TEXT PRIMARY KEY,
+        certificate_arn   TEXT NOT NULL,
+        serial            TEXT NOT NULL UNIQUE,
+        pem               TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        last_modified_at  INTEGER NOT NULL
+    );
+
+    CREATE TABLE thing_principals (
+        thing_name      TEXT NOT NULL REFERENCES things(name) ON DELETE CASCADE,
+        certificate_id  TEXT NOT NULL REFERENCES certificates(certificate_id) ON DELETE CASCADE,
+        attached_at     INTEGER NOT NULL,
+        PRIMARY KEY (thing_name, certificate_id)
+    );
+    CREATE INDEX thing_principals_by_certificate ON thing_principals(certificate_id);
+    "#,
 ];
 
 /// The schema version this build writes.
