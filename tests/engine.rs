@@ -184,6 +184,32 @@ async fn a_three_step_job_reports_in_progress_then_succeeded_with_the_stdout_tai
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_leaves_no_working_directory_behind() {
+    let mut s = Stack::start(Options::default()).await;
+    // argv: the handler path, then the file to record the working directory in.
+    s.handler("cwd.sh", "shift; pwd > \"$1\"");
+    let record = s.path("cwd-of-step");
+    let record_arg = record.to_str().unwrap();
+    s.create_job(
+        "tidy",
+        doc(vec![handler_step("Where", "cwd.sh", &[record_arg])]),
+    )
+    .await;
+    assert_eq!(s.terminal("tidy").await["status"], "SUCCEEDED");
+    let cwd = PathBuf::from(std::fs::read_to_string(&record).unwrap().trim());
+    assert!(
+        cwd.starts_with(s.path("state")),
+        "the step ran in its job's directory under the state directory: {}",
+        cwd.display()
+    );
+    // Removed once the service has accepted the terminal status.
+    eventually("the job's working directory to be removed", || {
+        !cwd.exists()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_step_reports_failed_with_reason_and_stderr_tail() {
     let mut s = Stack::start(Options::default()).await;
     s.handler("ok.sh", "echo fine");

@@ -160,14 +160,17 @@ impl Durability {
         env
     }
 
-    /// Removes every self-restart marker (one job runs at a time: when it is over, any
-    /// marker left is stale).
-    pub fn clear_self_restart_markers(&self) {
+    /// Removes every self-restart marker of `job_id` (when a job is over, its markers
+    /// are stale; the next job's, with start-next pipelined, may already matter).
+    pub fn clear_self_restart_markers(&self, job_id: &str) {
         if let Some(journal) = &self.journal {
             let dir = journal.self_restart_dir();
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for entry in entries.flatten() {
-                    let _ = std::fs::remove_file(entry.path());
+                    let name = entry.file_name();
+                    if Journal::is_self_restart_marker_of(&name.to_string_lossy(), job_id) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
                 }
             }
         }

@@ -373,20 +373,16 @@ impl Journal {
         index: usize,
         rollback: bool,
     ) -> PathBuf {
-        let safe: String = job_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = marker_stem(job_id);
         let kind = if rollback { "rollback" } else { "step" };
         self.dir
             .join(SELF_RESTART_DIR)
             .join(format!("{safe}.{execution_number}.{kind}-{index}"))
+    }
+
+    /// Whether `file_name` is one of `job_id`'s self-restart markers.
+    pub fn is_self_restart_marker_of(file_name: &str, job_id: &str) -> bool {
+        file_name.split('.').next() == Some(marker_stem(job_id).as_str())
     }
 
     /// The directory of the self-restart markers.
@@ -442,6 +438,21 @@ pub fn unix_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+/// A job id as it appears in marker file names (anything but `[A-Za-z0-9_-]` becomes `_`,
+/// so the name has no dot of its own and no path separator).
+fn marker_stem(job_id: &str) -> String {
+    job_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -150,10 +150,11 @@ impl JobsTask {
         self.subscribe(filters).await?;
         if self.resume == Resume::Revoked {
             self.resume = Resume::Nothing;
+            let before = self.current_job_id();
             let actions = self
                 .engine
                 .finish_interrupted_step(decided("was stopped with its job revoked"));
-            self.apply(actions, false).await?;
+            self.apply(before, actions, false).await?;
         }
         if self.mqtt.is_connected() {
             self.feed(Input::Connected).await?;
@@ -239,19 +240,26 @@ impl JobsTask {
         } else {
             false
         };
+        let before = self.current_job_id();
         let actions = self.engine.handle(input);
-        self.apply(actions, after_step).await?;
+        self.apply(before, actions, after_step).await?;
         self.maybe_resume().await
     }
 
-    /// Journals, then performs, one transition's actions.
-    async fn apply(&mut self, actions: Vec<Action>, after_step: bool) -> Result<(), TaskError> {
-        let before = self
-            .engine
-            .state()
-            .job
-            .as_ref()
-            .map(|j| j.key.job_id.clone());
+    /// The job the engine holds now (captured before a transition, so that `apply` can
+    /// tell that the transition ended it).
+    fn current_job_id(&self) -> Option<String> {
+        self.engine.current_job().map(|key| key.job_id.clone())
+    }
+
+    /// Journals, then performs, one transition's actions. `before` is the job the engine
+    /// held before the transition that produced them.
+    async fn apply(
+        &mut self,
+        before: Option<String>,
+        actions: Vec<Action>,
+        after_step: bool,
+    ) -> Result<(), TaskError> {
         self.durable.before(&self.engine, &actions, after_step);
         if after_step && self.failpoint_is("after-step-before-status") {
             die("after-step-before-status");
@@ -259,14 +267,15 @@ impl JobsTask {
         for action in actions {
             self.perform(action).await?;
         }
-        let after = self.engine.current_job().map(|key| key.job_id.clone());
+        let after = self.current_job_id();
         if let Some(job_id) = before.filter(|id| after.as_ref() != Some(id)) {
             // The job is over (reported or revoked). Journalled after the actions (the
             // next job's start-next is not held up): a crash before this write only
             // makes the next start resend a status the service already has.
             self.durable.write(&self.engine);
-            // Its working directory and markers go too.
-            self.durable.clear_self_restart_markers();
+            // Its working directory and markers go too (only its own: with start-next
+            // pipelined, the next job may already be running).
+            self.durable.clear_self_restart_markers(&job_id);
             if let Err(err) = self.sandbox.remove_job_dir(&job_id) {
                 tracing::warn!(job_id = %job_id, error = %err, "cannot remove the job's working directory");
             }
@@ -294,17 +303,18 @@ impl JobsTask {
         if self.engine.awaiting_confirmation() || self.shutting_down {
             return Ok(());
         }
+        let before = self.current_job_id();
         let actions = match std::mem::replace(&mut self.resume, Resume::Nothing) {
             Resume::Rerun => self.engine.resume_step(),
             Resume::Finish(outcome) => {
                 self.durable.remove_self_restart_marker();
                 self.durable.step_finished(&outcome);
                 let actions = self.engine.finish_interrupted_step(outcome);
-                return self.apply(actions, true).await;
+                return self.apply(before, actions, true).await;
             }
             Resume::Nothing | Resume::Revoked => Vec::new(),
         };
-        self.apply(actions, false).await
+        self.apply(before, actions, false).await
     }
 
     /// A reboot step exited 0: journal that the reboot is requested and report nothing
