@@ -152,7 +152,9 @@ impl JobsService {
         _req: GetPendingJobExecutionsRequest,
     ) -> OpResult {
         // The store returns creation order within equal keys, which `pending_list` keeps.
-        let records = self.store.pending_for_thing(thing)?;
+        let records = self
+            .store
+            .pending_head(thing, Some(self.cfg.max_pending_listed))?;
         let pending = execution::pending_list(
             records.iter().map(|e| (e.job_id.as_str(), &e.exec)),
             self.cfg.max_pending_listed,
@@ -178,7 +180,7 @@ impl JobsService {
         let before = self.snapshot([thing])?;
         let mut reply = StartNextPendingJobExecutionResponse::default();
         // The snapshot is the pending list now: its head is what start-next starts.
-        if let Some(mut head) = before.pending(thing).first().cloned() {
+        if let Some(mut head) = before.head(thing).cloned() {
             let applied = execution::apply_start_next(&head.exec, &req, now.secs())?;
             if applied.record != head.exec {
                 head.exec = applied.record;
@@ -202,7 +204,7 @@ impl JobsService {
         req: DescribeJobExecutionRequest,
     ) -> OpResult {
         let rec = match job {
-            JobRef::Next => self.store.pending_for_thing(thing)?.into_iter().next(),
+            JobRef::Next => self.store.pending_head(thing, Some(1))?.into_iter().next(),
             JobRef::Id(id) => {
                 let rec = self
                     .store

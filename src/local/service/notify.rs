@@ -16,14 +16,23 @@ use crate::jobs::wire::{JobExecutionStatus, NextJobExecutionChangedEvent};
 use crate::local::clock::Timestamp;
 use crate::local::store::{ExecutionRecord, StoreError};
 
-/// Pending lists of some things, in device order, taken before a change.
+/// What a change is compared against, per thing: the pending executions' keys (sequence
+/// number and status, in device order) and the head record, taken before the change. Only
+/// keys: a thing with a long queue would otherwise have every row decoded twice per change.
 #[derive(Debug, Default)]
-pub(super) struct PendingSnapshot(BTreeMap<String, Vec<ExecutionRecord>>);
+pub(super) struct PendingSnapshot(BTreeMap<String, Pending>);
+
+#[derive(Debug, Default)]
+struct Pending {
+    keys: Vec<(i64, JobExecutionStatus)>,
+    head: Option<ExecutionRecord>,
+}
 
 impl PendingSnapshot {
-    /// The pending list of `thing` when the snapshot was taken (empty if not captured).
-    pub(super) fn pending(&self, thing: &str) -> &[ExecutionRecord] {
-        self.0.get(thing).map_or(&[], Vec::as_slice)
+    /// The head of `thing`'s pending list (what `$next` returned) when the snapshot was
+    /// taken; `None` if nothing was pending or `thing` was not captured.
+    pub(super) fn head(&self, thing: &str) -> Option<&ExecutionRecord> {
+        self.0.get(thing).and_then(|p| p.head.as_ref())
     }
 }
 
@@ -38,7 +47,13 @@ impl JobsService {
         for t in things {
             let t = t.as_ref();
             if !map.contains_key(t) {
-                map.insert(t.to_owned(), self.store.pending_for_thing(t)?);
+                let keys = self.store.pending_keys(t)?;
+                let head = if keys.is_empty() {
+                    None
+                } else {
+                    self.store.pending_head(t, Some(1))?.into_iter().next()
+                };
+                map.insert(t.to_owned(), Pending { keys, head });
             }
         }
         Ok(PendingSnapshot(map))
@@ -55,30 +70,45 @@ impl JobsService {
         // A CreateJob notifies up to 100 things of the same job: read its document once.
         let mut docs = HashMap::new();
         for (thing, old) in &before.0 {
-            let new = self.store.pending_for_thing(thing)?;
-            let ids = |l: &[ExecutionRecord]| {
-                let mut v: Vec<i64> = l.iter().map(|e| e.seq).collect();
+            let new = self.store.pending_keys(thing)?;
+            let ids = |l: &[(i64, JobExecutionStatus)]| {
+                let mut v: Vec<i64> = l.iter().map(|(seq, _)| *seq).collect();
                 v.sort_unstable();
                 v
             };
-            let statuses = |l: &[ExecutionRecord]| {
-                let mut v: Vec<(i64, JobExecutionStatus)> =
-                    l.iter().map(|e| (e.seq, e.exec.status)).collect();
+            let statuses = |l: &[(i64, JobExecutionStatus)]| {
+                let mut v = l.to_vec();
                 v.sort_unstable();
                 v
             };
-            let set_changed = ids(old) != ids(&new);
-            let status_changed = statuses(old) != statuses(&new);
-            if set_changed || (self.cfg.notify_on_start && status_changed) {
+            let set_changed = ids(&old.keys) != ids(&new);
+            let status_changed = statuses(&old.keys) != statuses(&new);
+            let notify = set_changed || (self.cfg.notify_on_start && status_changed);
+            let head_changed = old.keys.first().map(|k| k.0) != new.first().map(|k| k.0);
+            if !notify && !head_changed {
+                continue;
+            }
+            // Only what the notifications show is decoded: the listed entries, the head.
+            let shown = if notify {
+                self.cfg.max_pending_listed.max(1)
+            } else {
+                1
+            };
+            let listed = if new.is_empty() {
+                Vec::new()
+            } else {
+                self.store.pending_head(thing, Some(shown))?
+            };
+            if notify {
                 out.push(Outbound {
                     topic: topics::notify(thing),
-                    payload: self.notify_payload(&new, now),
+                    payload: self.notify_payload(&listed, now),
                 });
             }
-            if old.first().map(|e| e.seq) != new.first().map(|e| e.seq) {
+            if head_changed {
                 out.push(Outbound {
                     topic: topics::notify_next(thing),
-                    payload: self.notify_next_payload(new.first(), now, &mut docs)?,
+                    payload: self.notify_next_payload(listed.first(), now, &mut docs)?,
                 });
             }
         }

@@ -135,14 +135,42 @@ impl Store {
     /// IN_PROGRESS first, then QUEUED, each oldest-queued first, ties by creation order.
     /// Executions of SCHEDULED jobs and of jobs being deleted are never pending.
     pub fn pending_for_thing(&self, thing: &str) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.pending_head(thing, None)
+    }
+
+    /// The first `limit` (all when `None`) of [`Self::pending_for_thing`]: a thing with a
+    /// long queue costs a request only what its reply shows.
+    pub fn pending_head(
+        &self,
+        thing: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
         let sql = format!(
             "SELECT {EXEC_COLS} FROM job_executions e JOIN jobs j ON j.job_id = e.job_id
+             WHERE e.thing_name = ?1 AND e.status IN {PENDING}
+               AND j.status NOT IN ('SCHEDULED', 'DELETION_IN_PROGRESS')
+             ORDER BY CASE e.status WHEN 'IN_PROGRESS' THEN 0 ELSE 1 END, e.queued_at, e.seq
+             LIMIT ?2"
+        );
+        // SQLite: a negative LIMIT means no limit.
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![thing, limit], exec_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The sequence number and status of each of the thing's pending executions, in the
+    /// order of [`Self::pending_for_thing`], without decoding the rest of each row: what
+    /// deciding whether `notify`/`notify-next` are due needs.
+    pub fn pending_keys(&self, thing: &str) -> Result<Vec<(i64, JobExecutionStatus)>, StoreError> {
+        let sql = format!(
+            "SELECT e.seq, e.status FROM job_executions e JOIN jobs j ON j.job_id = e.job_id
              WHERE e.thing_name = ?1 AND e.status IN {PENDING}
                AND j.status NOT IN ('SCHEDULED', 'DELETION_IN_PROGRESS')
              ORDER BY CASE e.status WHEN 'IN_PROGRESS' THEN 0 ELSE 1 END, e.queued_at, e.seq"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st.query_map([thing], exec_row)?;
+        let rows = st.query_map([thing], |r| Ok((r.get(0)?, from_name(1, r.get(1)?)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
