@@ -147,12 +147,26 @@ pub async fn run(
         let pid = child
             .id()
             .ok_or_else(|| anyhow!("iotjobsd exited at once"))?;
-        let r = long_run(opts, svc, &device, &mut obs, pid, out).await;
+        let r = while_running(&mut child, long_run(opts, svc, &device, &mut obs, pid, out)).await;
         terminate(&mut child).await?;
         r
     }
     .await;
     result.with_context(|| format!("iotjobsd log tail:\n{}", device.log_tail()))
+}
+
+/// Runs `work` (which waits for the daemon's messages) while the daemon runs. A daemon
+/// that ends first (crashed, or killed from outside, e.g. by a debugger's injected call)
+/// fails the run at once with how it ended, instead of a wait for messages that cannot
+/// come followed by "timed out" and a log tail that looks like a hang.
+pub async fn while_running<T>(
+    child: &mut Child,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        status = child.wait() => Err(anyhow!("iotjobsd exited during the run ({})", status?)),
+    }
 }
 
 async fn long_run(
@@ -285,4 +299,40 @@ async fn wait_status(svc: &Service, job: &str, status: &str) -> anyhow::Result<(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_daemon_that_dies_ends_the_wait_with_how_it_ended() {
+        let mut child = Command::new("sh")
+            .args(["-c", "kill -KILL $$"])
+            .spawn()
+            .unwrap();
+        // The work never completes (the observer would wait for messages that never come).
+        let err = while_running(&mut child, std::future::pending::<anyhow::Result<()>>())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("iotjobsd exited during the run"), "{err}");
+        assert!(err.contains("SIGKILL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn work_that_completes_while_the_daemon_runs_is_its_result() {
+        // `cat` runs until its stdin closes, i.e. for the whole test.
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let value = while_running(&mut child, async { Ok(7) }).await.unwrap();
+        assert_eq!(value, 7);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon was left running"
+        );
+    }
 }
