@@ -86,22 +86,7 @@ async fn kill_after_the_terminal_status_is_published_before_its_ack_reports_it_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_a_step_reruns_only_that_step() {
-    let mut s = Stack::start("").await;
-    s.append_handler();
-    let (runs, pid, go) = (s.path("runs"), s.path("pid"), s.path("go"));
-    s.handler(
-        "hold.sh",
-        &format!(
-            "echo 'B started' >> {runs}\necho $$ > {pid}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho B >> {runs}",
-            runs = runs.display(),
-            pid = pid.display(),
-            go = go.display()
-        ),
-    );
-    s.spawn_daemon(None);
-    s.create_job("job", three_steps(handler_step("B", "hold.sh", &[])))
-        .await;
-    eventually("step B to start", || pid.exists()).await;
+    let (mut s, pid, go) = job_held_in_step_b().await;
     s.kill_daemon();
     // What systemd's control-group kill does when the daemon dies: the orphaned
     // handler goes too (outside systemd the restarted daemon kills it, see
@@ -128,22 +113,7 @@ async fn kill_during_a_step_reruns_only_that_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_left_running_by_a_killed_daemon_is_killed_before_it_runs_again() {
-    let mut s = Stack::start("").await;
-    s.append_handler();
-    let (runs, pid, go) = (s.path("runs"), s.path("pid"), s.path("go"));
-    s.handler(
-        "hold.sh",
-        &format!(
-            "echo 'B started' >> {runs}\necho $$ > {pid}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho B >> {runs}",
-            runs = runs.display(),
-            pid = pid.display(),
-            go = go.display()
-        ),
-    );
-    s.spawn_daemon(None);
-    s.create_job("job", three_steps(handler_step("B", "hold.sh", &[])))
-        .await;
-    eventually("step B to start", || pid.exists()).await;
+    let (mut s, pid, go) = job_held_in_step_b().await;
     let first: i32 = std::fs::read_to_string(&pid)
         .unwrap()
         .trim()
@@ -171,6 +141,28 @@ async fn a_step_left_running_by_a_killed_daemon_is_killed_before_it_runs_again()
         "only the re-run of B finished"
     );
     assert_eq!(s.accepted_terminals("job"), 1);
+}
+
+/// A daemon running job "job" (steps A, B, C), held in step B: B records "B started" and
+/// its pid (= its process group) in the file `pid`, then waits for the file `go`.
+async fn job_held_in_step_b() -> (Stack, std::path::PathBuf, std::path::PathBuf) {
+    let mut s = Stack::start("").await;
+    s.append_handler();
+    let (runs, pid, go) = (s.path("runs"), s.path("pid"), s.path("go"));
+    s.handler(
+        "hold.sh",
+        &format!(
+            "echo 'B started' >> {runs}\necho $$ > {pid}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho B >> {runs}",
+            runs = runs.display(),
+            pid = pid.display(),
+            go = go.display()
+        ),
+    );
+    s.spawn_daemon(None);
+    s.create_job("job", three_steps(handler_step("B", "hold.sh", &[])))
+        .await;
+    eventually("step B to start", || pid.exists()).await;
+    (s, pid, go)
 }
 
 /// True while `pid` is a live process (a zombie is dead).

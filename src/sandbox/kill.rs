@@ -51,7 +51,7 @@ pub(crate) fn live_group_members(pgid: i32) -> Vec<i32> {
 
 /// (state, process group) from the text of `/proc/<pid>/stat`. The command name may
 /// contain spaces and parentheses, so fields are counted from the last ')'.
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
+pub(crate) fn parse_stat(stat: &str) -> Option<(char, i32)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;

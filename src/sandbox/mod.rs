@@ -37,6 +37,7 @@ use tracing::Instrument;
 
 pub use config::{work_root, HandlerDir, Program, SandboxConfig, StepRequest, STEP_PATH};
 pub use error::SandboxError;
+pub(crate) use kill::parse_stat;
 pub use outcome::{signal_text, StepOutcome, Termination};
 pub use output::{LineSink, OutputLine, Stream, MAX_LINE_BYTES, TAIL_CHARS};
 

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::sandbox::parse_stat;
+
 /// The environment variable that identifies a step's processes.
 pub const STEP_ENV: &str = "IOTJOBS_SELF_RESTART_FILE";
 /// How long to wait for killed processes to be gone (only a process stuck in
@@ -72,29 +74,11 @@ fn live_group(pid: i32) -> Option<i32> {
     (state != 'Z' && state != 'X').then_some(pgrp)
 }
 
-/// (state, process group) from `/proc/<pid>/stat`; the command name may contain spaces
-/// and parentheses, so fields are counted from the last ')'.
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
     use std::process::Command;
-
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        let stat = "42 (a) b (c)) S 1 42 42 0 -1";
-        assert_eq!(parse_stat(stat), Some(('S', 42)));
-        assert_eq!(parse_stat("garbage"), None);
-    }
 
     #[test]
     fn only_the_group_of_processes_with_the_exact_entry_is_killed() {
