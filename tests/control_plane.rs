@@ -1193,6 +1193,63 @@ fn cli_serve_and_client_verbs() {
         .unwrap()
         .contains("BEGIN CERTIFICATE"));
 
+    // The AWS provisioning verbs: an unbound certificate, attached, listed, detached.
+    let issued: Value = serde_json::from_str(&ok_stdout(
+        &ep,
+        &[
+            "create-keys-and-certificate",
+            "--set-as-active",
+            "--output",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let arn = issued["certificateArn"].as_str().unwrap().to_owned();
+    let principals = |ep: &str| ok_stdout(ep, &["list-thing-principals", "--thing-name", "dev1"]);
+    assert!(!principals(&ep).contains(&arn), "not attached yet");
+    ok_stdout(
+        &ep,
+        &[
+            "attach-thing-principal",
+            "--thing-name",
+            "dev1",
+            "--principal",
+            &arn,
+        ],
+    );
+    let listed = principals(&ep);
+    assert!(
+        listed.starts_with("PRINCIPAL") && listed.contains(&arn),
+        "{listed}"
+    );
+    ok_stdout(
+        &ep,
+        &[
+            "detach-thing-principal",
+            "--thing-name",
+            "dev1",
+            "--principal",
+            &arn,
+        ],
+    );
+    assert!(!principals(&ep).contains(&arn), "detached");
+    let refused = verb(
+        &ep,
+        &[
+            "attach-thing-principal",
+            "--thing-name",
+            "nobody",
+            "--principal",
+            &arn,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("ResourceNotFoundException"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     ok_stdout(
         &ep,
         &[

@@ -37,12 +37,19 @@ pub enum Verb {
         #[arg(long)]
         recursive: bool,
     },
-    /// CreateKeysAndCertificate for a thing (the thing is named when the certificate is issued).
+    /// CreateKeysAndCertificate: unbound, as on AWS (attach it with attach-thing-principal),
+    /// or with `--thing-name` (a local extension) issued for and attached to that thing.
     CreateKeysAndCertificate {
         #[arg(long)]
-        thing_name: String,
+        thing_name: Option<String>,
         #[arg(long)]
         set_as_active: bool,
+    },
+    AttachThingPrincipal(ThingPrincipal),
+    DetachThingPrincipal(ThingPrincipal),
+    ListThingPrincipals {
+        #[arg(long)]
+        thing_name: String,
     },
     CreateJob(Box<CreateJob>),
     DescribeJob(JobId),
@@ -174,6 +181,31 @@ pub struct CreateThingGroup {
     parent_group_name: Option<String>,
     #[arg(long)]
     description: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ThingPrincipal {
+    #[arg(long)]
+    thing_name: String,
+    /// The certificate's ARN.
+    #[arg(long)]
+    principal: String,
+}
+
+/// AttachThingPrincipal (PUT) or DetachThingPrincipal (DELETE): the principal travels in
+/// the `x-amzn-principal` header, as the AWS CLI sends it.
+async fn thing_principal(
+    api: &ApiClient,
+    f: Format,
+    method: &str,
+    a: ThingPrincipal,
+) -> anyhow::Result<()> {
+    let path = format!("/things/{}/principals", enc(&a.thing_name));
+    let v = api
+        .call_with(method, &path, &[("x-amzn-principal", &a.principal)], None)
+        .await?;
+    print(f, &v, View::Done);
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -555,13 +587,27 @@ pub async fn run(verb: Verb, global: &Global) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Verb::AttachThingPrincipal(a) => thing_principal(&api, f, "PUT", a).await?,
+        Verb::DetachThingPrincipal(a) => thing_principal(&api, f, "DELETE", a).await?,
+        Verb::ListThingPrincipals { thing_name } => {
+            let path = format!("/things/{}/principals", enc(&thing_name));
+            let v = list(&api, &path, "principals").await?;
+            if f == Format::Json {
+                print(f, &v, Done);
+            } else {
+                println!("PRINCIPAL");
+                for p in v["principals"].as_array().into_iter().flatten() {
+                    println!("{}", p.as_str().unwrap_or_default());
+                }
+            }
+        }
         Verb::CreateKeysAndCertificate {
             thing_name,
             set_as_active,
         } => {
             let q = query(&[
                 ("setAsActive", Some(set_as_active.to_string())),
-                ("thingName", Some(thing_name)),
+                ("thingName", thing_name),
             ]);
             let v = api
                 .call(

@@ -196,7 +196,21 @@ impl ApiClient {
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let resp = self.send(method, path_and_query, body).await?;
+        self.call_with(method, path_and_query, &[], body).await
+    }
+
+    /// [`Self::call`] with extra request headers (e.g. AttachThingPrincipal's
+    /// `x-amzn-principal`).
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let resp = self
+            .send_with(method, path_and_query, headers, body)
+            .await?;
         if (200..300).contains(&resp.status) {
             return Ok(match resp.json() {
                 Value::Null => Value::Object(Default::default()),
