@@ -17,7 +17,7 @@ use crate::local::clock::Timestamp;
 use crate::local::store::{ExecutionRecord, StoreError};
 
 /// What a change is compared against, per thing: the pending executions' keys (sequence
-/// number and status, in device order) and the head record, taken before the change. Only
+/// number and status, as a set) and the head record, taken before the change. Only
 /// keys: a thing with a long queue would otherwise have every row decoded twice per change.
 #[derive(Debug, Default)]
 pub(super) struct PendingSnapshot(BTreeMap<String, Pending>);
@@ -84,10 +84,6 @@ impl JobsService {
             let set_changed = ids(&old.keys) != ids(&new);
             let status_changed = statuses(&old.keys) != statuses(&new);
             let notify = set_changed || (self.cfg.notify_on_start && status_changed);
-            let head_changed = old.keys.first().map(|k| k.0) != new.first().map(|k| k.0);
-            if !notify && !head_changed {
-                continue;
-            }
             // Only what the notifications show is decoded: the listed entries, the head.
             let shown = if notify {
                 self.cfg.max_pending_listed.max(1)
@@ -99,6 +95,10 @@ impl JobsService {
             } else {
                 self.store.pending_head(thing, Some(shown))?
             };
+            let head_changed = old.head.as_ref().map(|e| e.seq) != listed.first().map(|e| e.seq);
+            if !notify && !head_changed {
+                continue;
+            }
             if notify {
                 out.push(Outbound {
                     topic: topics::notify(thing),

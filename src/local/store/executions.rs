@@ -159,15 +159,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The sequence number and status of each of the thing's pending executions, in the
-    /// order of [`Self::pending_for_thing`], without decoding the rest of each row: what
-    /// deciding whether `notify`/`notify-next` are due needs.
+    /// The sequence number and status of each of the thing's pending executions, in no
+    /// particular order and without decoding the rest of each row: what deciding whether
+    /// `notify` is due needs (a set comparison; the head comes from [`Self::pending_head`]).
     pub fn pending_keys(&self, thing: &str) -> Result<Vec<(i64, JobExecutionStatus)>, StoreError> {
         let sql = format!(
             "SELECT e.seq, e.status FROM job_executions e JOIN jobs j ON j.job_id = e.job_id
              WHERE e.thing_name = ?1 AND e.status IN {PENDING}
-               AND j.status NOT IN ('SCHEDULED', 'DELETION_IN_PROGRESS')
-             ORDER BY CASE e.status WHEN 'IN_PROGRESS' THEN 0 ELSE 1 END, e.queued_at, e.seq"
+               AND j.status NOT IN ('SCHEDULED', 'DELETION_IN_PROGRESS')"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map([thing], |r| Ok((r.get(0)?, from_name(1, r.get(1)?)?)))?;
