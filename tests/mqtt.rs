@@ -539,3 +539,53 @@ async fn disconnect_waits_for_owed_acks_so_the_broker_sees_a_clean_close() {
         "the client reset the connection instead of closing it: {error:?}"
     );
 }
+
+/// A broker can lose a client's subscriptions while the connection stays up (seen with
+/// rmqtt when a restarted daemon took over its own persistent session: PUBACKs kept
+/// coming, nothing was delivered). `refresh_subscriptions` sends every registered filter
+/// again on the live connection and completes on the SUBACK.
+#[tokio::test]
+async fn refresh_subscriptions_resends_every_registered_filter_on_the_live_connection() {
+    let s = Setup::new();
+    let (listener, config) = scripted::listen(&s.ca);
+    let port = listener.local_addr().unwrap().port();
+    let broker = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut tls = scripted::accept(&listener, config);
+        let (connect, _) = scripted::read_packet(&mut tls);
+        assert_eq!(connect >> 4, 1, "CONNECT first");
+        tls.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+        tls.flush().unwrap();
+        let mut subscribes = Vec::new();
+        for _ in 0..2 {
+            let (kind, body) = scripted::read_packet(&mut tls);
+            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            tls.write_all(&scripted::suback_for(&body)).unwrap();
+            tls.flush().unwrap();
+            subscribes.push(body);
+        }
+        let (next, _) = scripted::read_packet(&mut tls);
+        assert_eq!(next, 0xe0, "DISCONNECT");
+        subscribes
+    });
+
+    let device = s.device("T", port);
+    let mut events = device.events();
+    let _notify = device.subscribe([NOTIFY_NEXT]).await.unwrap();
+    assert!(!connected(&mut events).await);
+    tokio::time::timeout(WAIT, device.refresh_subscriptions())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, device.disconnect())
+        .await
+        .unwrap();
+    let subscribes = tokio::task::spawn_blocking(move || broker.join())
+        .await
+        .unwrap()
+        .unwrap();
+    // The same filter both times: on connect, then on refresh (packet ids differ).
+    let filter = |body: &[u8]| String::from_utf8_lossy(&body[2..]).into_owned();
+    assert!(filter(&subscribes[0]).contains(NOTIFY_NEXT));
+    assert_eq!(filter(&subscribes[0]), filter(&subscribes[1]));
+}

@@ -42,6 +42,8 @@ pub const FAILPOINT_ENV: &str = "IOTJOBS_TEST_FAILPOINT";
 /// How long shutdown waits for a stopped step to report (the sandbox's own SIGTERM →
 /// SIGKILL grace is shorter than this in any sane configuration).
 const STEP_STOP_WAIT: Duration = Duration::from_secs(60);
+/// Upper bound on waiting for the SUBACKs of a subscription refresh.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors that end the jobs task.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +211,9 @@ impl JobsTask {
                 Some(internal) = self.internal_rx.recv() => match internal {
                     Internal::Timer(id) => {
                         self.timers.remove(&id.kind);
+                        if matches!(id.kind, TimerKind::Reply(_)) {
+                            self.refresh_subscriptions().await;
+                        }
                         Input::TimerFired(id)
                     }
                     Internal::Step(outcome) => {
@@ -227,6 +232,24 @@ impl JobsTask {
         };
         self.stop().await;
         result
+    }
+
+    /// A request went unanswered while connected: before it is resent, make sure the
+    /// broker still holds our subscriptions (a broker can lose them while the connection
+    /// stays up; without this the daemon would resend forever into the void). Bounded:
+    /// a broker that does not answer the SUBSCRIBE is the reply timer's problem again.
+    async fn refresh_subscriptions(&self) {
+        if !self.mqtt.is_connected() {
+            return;
+        }
+        match tokio::time::timeout(REFRESH_TIMEOUT, self.mqtt.refresh_subscriptions()).await {
+            Ok(Ok(())) => tracing::info!("subscriptions refreshed after an unanswered request"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot refresh the subscriptions"),
+            Err(_) => tracing::warn!(
+                "no SUBACK within {} s while refreshing the subscriptions",
+                REFRESH_TIMEOUT.as_secs()
+            ),
+        }
     }
 
     /// Feeds one input to the engine and performs the resulting actions.

@@ -237,6 +237,11 @@ impl Connection {
                 self.stopping.push(done);
                 Flow::Stop
             }
+            Some(Control::Refresh { done }) => {
+                // Subscribed on connect anyway.
+                let _ = done.send(Ok(()));
+                Flow::Continue
+            }
             None => Flow::Stop,
         }
     }
@@ -267,6 +272,25 @@ impl Connection {
                 done,
             }) => {
                 self.register(filters, sink, Some(client));
+                let _ = done.send(Ok(()));
+            }
+            Some(Control::Refresh { done }) if self.is_connected() => {
+                let filters = self.registered_filters();
+                let group = self.new_group(GroupKind::Caller(done));
+                if let Err(err) = self.send_subscribes(group, &filters, client) {
+                    if let Some(SubGroup {
+                        kind: GroupKind::Caller(done),
+                        ..
+                    }) = self.groups.remove(&group)
+                    {
+                        let _ = done.send(Err(err));
+                    }
+                } else {
+                    self.maybe_complete(group);
+                }
+            }
+            // Connecting: the filters are subscribed when the connection is up.
+            Some(Control::Refresh { done }) => {
                 let _ = done.send(Ok(()));
             }
             Some(Control::Disconnect { done }) => self.begin_disconnect(done, client),

@@ -127,6 +127,10 @@ pub(crate) enum Control {
     Disconnect {
         done: oneshot::Sender<()>,
     },
+    /// Subscribe every registered filter again (see [`MqttHandle::refresh_subscriptions`]).
+    Refresh {
+        done: Reply<()>,
+    },
 }
 
 /// Receives the messages matching the filters it was created with. Dropping it stops
@@ -162,6 +166,7 @@ impl std::fmt::Debug for Control {
         match self {
             Control::Subscribe { filters, .. } => write!(f, "Subscribe({filters:?})"),
             Control::Disconnect { .. } => f.write_str("Disconnect"),
+            Control::Refresh { .. } => f.write_str("Refresh"),
         }
     }
 }
@@ -238,6 +243,21 @@ impl MqttHandle {
             .await
             .map_err(|_| MqttError::Shutdown)?;
         Ok(async move { result.await.map_err(|_| MqttError::Shutdown)? })
+    }
+
+    /// Subscribes every registered filter again and waits for the broker's SUBACKs (at
+    /// once when offline: the filters are subscribed on connect anyway). SUBSCRIBE is
+    /// idempotent, so this is harmless when the subscriptions are in place; it repairs a
+    /// broker that lost them while the connection stayed up (seen with rmqtt when a
+    /// restarted client took over its own persistent session: PUBACKs kept coming, no
+    /// message was delivered any more).
+    pub async fn refresh_subscriptions(&self) -> Result<(), MqttError> {
+        let (done, result) = oneshot::channel();
+        self.control
+            .send(Control::Refresh { done })
+            .await
+            .map_err(|_| MqttError::Shutdown)?;
+        result.await.map_err(|_| MqttError::Shutdown)?
     }
 
     /// A receiver of connection events from now on. A `Lagged` error means events were
