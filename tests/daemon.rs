@@ -367,6 +367,9 @@ fn runs_with_glibcs_per_thread_cache_off_under_the_same_pid() {
         // Sent by the re-executed image: the spawned PID is still the daemon.
         wait_notify(&socket, "READY=1", &mut notes);
         assert_eq!(tunables_of(daemon.id()), expected, "given {given:?}");
+        // What ps, top and pgrep show: the binary's name, not "exe" from /proc/self/exe.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", daemon.id())).unwrap();
+        assert_eq!(comm.trim_end(), "iotjobsd", "given {given:?}");
         kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM).unwrap();
         let status = wait_exit(daemon, "iotjobsd after SIGTERM");
         assert!(status.success(), "exit status {status:?}");

@@ -56,6 +56,7 @@ pub fn reexec_without_tcache() {
 
         let Some(tunables) = tunables_without_tcache(std::env::var_os(TUNABLES_ENV).as_deref())
         else {
+            restore_name();
             return;
         };
         let mut args = std::env::args_os();
@@ -68,6 +69,34 @@ pub fn reexec_without_tcache() {
             .env(TUNABLES_ENV, tunables)
             .exec();
         eprintln!("iotjobsd: cannot re-execute with {TCACHE_COUNT}=0 ({err}); continuing");
+    }
+}
+
+/// After the re-exec through `/proc/self/exe` the kernel names the process "exe"
+/// (`/proc/PID/comm`, what `ps`, `top`, `pgrep iotjobsd` and `killall` see). Names it
+/// after argv[0] again, as the first exec did.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn restore_name() {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    if comm.trim_end() != "exe" {
+        return;
+    }
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let base = std::path::Path::new(&arg0)
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    // The kernel keeps 15 bytes and a NUL.
+    let mut name = [0u8; 16];
+    let len = base.len().min(15);
+    name[..len].copy_from_slice(&base[..len]);
+    if len > 0 && !name[..len].contains(&0) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        }
     }
 }
 
