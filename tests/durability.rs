@@ -13,7 +13,7 @@ mod harness;
 
 use std::os::unix::process::ExitStatusExt;
 
-use harness::{doc, eventually, handler_step, Stack};
+use harness::{doc, eventually, gated_script, handler_step, Stack};
 
 /// A three-step job of `append.sh` steps; `middle` replaces the second step.
 fn three_steps(middle: serde_json::Value) -> serde_json::Value {
@@ -151,11 +151,14 @@ async fn job_held_in_step_b() -> (Stack, std::path::PathBuf, std::path::PathBuf)
     let (runs, pid, go) = (s.path("runs"), s.path("pid"), s.path("go"));
     s.handler(
         "hold.sh",
-        &format!(
-            "echo 'B started' >> {runs}\necho $$ > {pid}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho B >> {runs}",
-            runs = runs.display(),
-            pid = pid.display(),
-            go = go.display()
+        &gated_script(
+            &format!(
+                "echo 'B started' >> {runs}\necho $$ > {pid}",
+                runs = runs.display(),
+                pid = pid.display()
+            ),
+            &go,
+            &format!("echo B >> {}", runs.display()),
         ),
     );
     s.spawn_daemon(None);
@@ -182,10 +185,10 @@ async fn a_status_kept_offline_survives_a_crash_and_is_delivered_after_the_broke
     let (started, go) = (s.path("started"), s.path("go"));
     s.handler(
         "wait.sh",
-        &format!(
-            "touch {started}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho finished offline",
-            started = started.display(),
-            go = go.display()
+        &gated_script(
+            &format!("touch {}", started.display()),
+            &go,
+            "echo finished offline",
         ),
     );
     let mut document = doc(vec![handler_step("Wait", "wait.sh", &[])]);
@@ -216,10 +219,10 @@ async fn twenty_jobs_finishing_offline_in_a_row_leave_no_status_behind() {
     let (started, go) = (s.path("started"), s.path("go"));
     s.handler(
         "wait.sh",
-        &format!(
-            "touch {started}\nwhile [ ! -e {go} ]; do sleep 0.02; done\nrm -f {started} {go}",
-            started = started.display(),
-            go = go.display()
+        &gated_script(
+            &format!("touch {}", started.display()),
+            &go,
+            &format!("rm -f {} {}", started.display(), go.display()),
         ),
     );
     s.spawn_daemon(None);
@@ -378,11 +381,10 @@ async fn sigterm_with_on_shutdown_finish_lets_the_step_end_and_resumes_at_the_ne
     let (runs, started, go) = (s.path("runs"), s.path("started"), s.path("go"));
     s.handler(
         "hold.sh",
-        &format!(
-            "touch {started}\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho B >> {runs}",
-            runs = runs.display(),
-            started = started.display(),
-            go = go.display()
+        &gated_script(
+            &format!("touch {}", started.display()),
+            &go,
+            &format!("echo B >> {}", runs.display()),
         ),
     );
     s.spawn_daemon(None);

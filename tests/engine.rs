@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::device::{eventually, gone, read_pid, Device, DeviceOptions, DAEMON_WAIT as WAIT};
+use common::device::{
+    eventually, gated_script, gone, read_pid, Device, DeviceOptions, DAEMON_WAIT as WAIT,
+};
 use common::jobs_service::{doc, handler_step, InProcessService};
 use iotjobs::local::service::task::{Command as Svc, ServiceHandle};
 use serde_json::{json, Value};
@@ -553,10 +555,10 @@ async fn a_job_finishing_while_offline_is_reported_after_reconnecting() {
     let (started, go) = (s.path("started"), s.path("go"));
     s.handler(
         "wait.sh",
-        &format!(
-            "touch {started}\nwhile [ ! -e {go} ]; do sleep 0.1; done\necho finished offline",
-            started = started.display(),
-            go = go.display()
+        &gated_script(
+            &format!("touch {}", started.display()),
+            &go,
+            "echo finished offline",
         ),
     );
     let mut document = doc(vec![handler_step("Wait", "wait.sh", &[])]);

@@ -239,6 +239,16 @@ pub async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
     }
 }
 
+/// A handler script that runs `start` (e.g. `touch STARTED`), waits until the file
+/// `go` exists, then runs `then`: a step a test holds in place and releases with an
+/// explicit event.
+pub fn gated_script(start: &str, go: &Path, then: &str) -> String {
+    format!(
+        "{start}\nwhile [ ! -e {go} ]; do sleep 0.02; done\n{then}",
+        go = go.display()
+    )
+}
+
 /// True when no process with this pid is alive (a zombie waiting for init counts as gone).
 pub fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -16,7 +16,7 @@ use iotjobs::jobs::journal::{Journal, Loaded};
 use iotjobs::local::service::task::ServiceHandle;
 use serde_json::Value;
 
-pub use common::device::eventually;
+pub use common::device::{eventually, gated_script};
 pub use common::jobs_service::{doc, handler_step};
 
 /// Generous upper bound for anything a test waits for; never an expected duration.
