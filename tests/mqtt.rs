@@ -589,3 +589,48 @@ async fn refresh_subscriptions_resends_every_registered_filter_on_the_live_conne
     assert!(filter(&subscribes[0]).contains(NOTIFY_NEXT));
     assert_eq!(filter(&subscribes[0]), filter(&subscribes[1]));
 }
+
+/// `reconnect` replaces a connection whose broker acknowledges but no longer delivers:
+/// DISCONNECT on the live connection, then a new CONNECT with the filters subscribed
+/// again.
+#[tokio::test]
+async fn reconnect_sends_disconnect_then_connects_and_subscribes_again() {
+    let s = Setup::new();
+    let (listener, config) = scripted::listen(&s.ca);
+    let port = listener.local_addr().unwrap().port();
+    let broker = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let mut tls = scripted::accept(&listener, config.clone());
+            let (connect, _) = scripted::read_packet(&mut tls);
+            assert_eq!(connect >> 4, 1, "CONNECT first");
+            tls.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+            tls.flush().unwrap();
+            let (kind, body) = scripted::read_packet(&mut tls);
+            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            tls.write_all(&scripted::suback_for(&body)).unwrap();
+            tls.flush().unwrap();
+            let (next, _) = scripted::read_packet(&mut tls);
+            seen.push(next);
+            // The broker closes the socket after DISCONNECT, as MQTT says.
+        }
+        seen
+    });
+
+    let device = s.device("T", port);
+    let mut events = device.events();
+    let _notify = device.subscribe([NOTIFY_NEXT]).await.unwrap();
+    assert!(!connected(&mut events).await);
+    device.reconnect().await.unwrap();
+    // Connected again, with the subscription made again on the new connection.
+    connected(&mut events).await;
+    tokio::time::timeout(WAIT, device.disconnect())
+        .await
+        .unwrap();
+    let seen = tokio::task::spawn_blocking(move || broker.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, [0xe0, 0xe0], "DISCONNECT ends each connection");
+}

@@ -96,6 +96,9 @@ pub struct JobsTask {
     subscribed: BTreeSet<String>,
     forwarders: Vec<JoinHandle<()>>,
     timers: HashMap<TimerKind, JoinHandle<()>>,
+    /// Reply timers fired since the last message from the broker: the first refreshes
+    /// the subscriptions, the second reconnects.
+    unanswered: u32,
     step: Option<RunningStep>,
     durable: Durability,
     /// What to do with the step a restart interrupted, once the service confirms.
@@ -133,6 +136,7 @@ impl JobsTask {
             subscribed: BTreeSet::new(),
             forwarders: Vec::new(),
             timers: HashMap::new(),
+            unanswered: 0,
             step: None,
             durable,
             resume,
@@ -204,15 +208,27 @@ impl JobsTask {
                     Err(broadcast::error::RecvError::Lagged(_)) => Input::Disconnected,
                     Err(broadcast::error::RecvError::Closed) => break Err(TaskError::MqttGone),
                 },
-                Some(message) = self.messages_rx.recv() => Input::Message {
-                    topic: message.topic,
-                    payload: message.payload.to_vec(),
-                },
+                Some(message) = self.messages_rx.recv() => {
+                    self.unanswered = 0;
+                    Input::Message {
+                        topic: message.topic,
+                        payload: message.payload.to_vec(),
+                    }
+                }
                 Some(internal) = self.internal_rx.recv() => match internal {
                     Internal::Timer(id) => {
                         self.timers.remove(&id.kind);
                         if matches!(id.kind, TimerKind::Reply(_)) {
-                            self.refresh_subscriptions().await;
+                            self.unanswered += 1;
+                            if self.unanswered >= 2 {
+                                // Refreshing did not help: a new connection does.
+                                self.unanswered = 0;
+                                if self.mqtt.is_connected() {
+                                    let _ = self.mqtt.reconnect().await;
+                                }
+                            } else {
+                                self.refresh_subscriptions().await;
+                            }
                         }
                         Input::TimerFired(id)
                     }

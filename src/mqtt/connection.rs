@@ -242,6 +242,8 @@ impl Connection {
                 let _ = done.send(Ok(()));
                 Flow::Continue
             }
+            // Already about to connect.
+            Some(Control::Reconnect) => Flow::Continue,
             None => Flow::Stop,
         }
     }
@@ -293,6 +295,15 @@ impl Connection {
             Some(Control::Refresh { done }) => {
                 let _ = done.send(Ok(()));
             }
+            Some(Control::Reconnect) if self.stopping.is_empty() => {
+                // The broker answers DISCONNECT by closing the socket; the poll then
+                // fails and the usual reconnect path (backoff, resubscribe, resend) runs.
+                warn!("reconnecting: the broker acknowledges requests but delivers nothing");
+                if let Err(err) = client.try_disconnect() {
+                    warn!("cannot send DISCONNECT to reconnect: {err}");
+                }
+            }
+            Some(Control::Reconnect) => {}
             Some(Control::Disconnect { done }) => self.begin_disconnect(done, client),
             None => {
                 let (done, _) = oneshot::channel();

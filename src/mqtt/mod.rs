@@ -131,6 +131,8 @@ pub(crate) enum Control {
     Refresh {
         done: Reply<()>,
     },
+    /// Drop the connection and connect again (see [`MqttHandle::reconnect`]).
+    Reconnect,
 }
 
 /// Receives the messages matching the filters it was created with. Dropping it stops
@@ -167,6 +169,7 @@ impl std::fmt::Debug for Control {
             Control::Subscribe { filters, .. } => write!(f, "Subscribe({filters:?})"),
             Control::Disconnect { .. } => f.write_str("Disconnect"),
             Control::Refresh { .. } => f.write_str("Refresh"),
+            Control::Reconnect => f.write_str("Reconnect"),
         }
     }
 }
@@ -258,6 +261,19 @@ impl MqttHandle {
             .await
             .map_err(|_| MqttError::Shutdown)?;
         result.await.map_err(|_| MqttError::Shutdown)?
+    }
+
+    /// Sends DISCONNECT and connects again at once, as after a lost connection (the
+    /// filters are subscribed again, unacknowledged publishes resent). For a broker that
+    /// acknowledges our requests but stopped delivering to this connection even after
+    /// [`Self::refresh_subscriptions`] (seen with rmqtt: a daemon restarted right after
+    /// a crash took the client id over from its dead connection and never received a
+    /// message; a new connection does).
+    pub async fn reconnect(&self) -> Result<(), MqttError> {
+        self.control
+            .send(Control::Reconnect)
+            .await
+            .map_err(|_| MqttError::Shutdown)
     }
 
     /// A receiver of connection events from now on. A `Lagged` error means events were
